@@ -47,7 +47,11 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff format .
 
 synth: $(STAMP) ## Synthesize the CDK app into cdk.out, offline
-	npx --no-install cdk synth --quiet
+	@# The CDK CLI pinned by package-lock.json: npm ci once per lock (the wheel's bin/npm is a
+	@# copy that cannot find its lib, so npm-cli.js runs on the wheel's node directly).
+	@lock=node_modules/.ci-$$(sha256sum package-lock.json | cut -c1-16); test -f $$lock || { \
+	  node $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js ci --no-audit --no-fund && touch $$lock; }
+	AWS_EC2_METADATA_DISABLED=true node_modules/.bin/cdk synth --quiet
 
 lock: ## Re-resolve and rewrite constraints.txt from pyproject.toml
 	rm -rf /tmp/bincount-lock && $(PYTHON_BOOT) -m venv /tmp/bincount-lock

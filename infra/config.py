@@ -1,0 +1,137 @@
+"""Per-environment settings of the stack, read from cdk.json context.
+
+cdk.json holds `bincount:environments` (a dict of named environments) and
+`bincount:environment` (the one to deploy, switch with `cdk deploy -c bincount:environment=prod`).
+Each environment overrides the defaults below; unknown keys are an error, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ENVIRONMENTS_KEY = "bincount:environments"
+SELECTED_KEY = "bincount:environment"
+_NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,40}$")
+
+# The SageMaker framework images (PyTorch DLCs) live in this account in most regions; the
+# exceptions are the opt-in regions below.
+DLC_ACCOUNT_DEFAULT = "763104351884"
+DLC_ACCOUNTS = {
+    "af-south-1": "626614931356",
+    "ap-east-1": "871362719292",
+    "ap-southeast-3": "907027046896",
+    "eu-south-1": "692866216735",
+    "me-south-1": "217643126080",
+    "cn-north-1": "727897471807",
+    "cn-northwest-1": "727897471807",
+}
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything that differs between environments."""
+
+    name: str = "dev"
+    # Project name: prefixes resource names and is the pipeline's S3 prefix.
+    project: str = "bincount"
+    region: str = ""
+    account: str = ""
+    # "retain" keeps the data bucket and key on stack deletion; "destroy" is for dev.
+    removal: str = "retain"
+    endpoint_name: str = "bincount"
+    endpoint_instance_type: str = "ml.m5.large"
+    endpoint_instance_count: int = 1
+    autoscaling_min: int = 1
+    autoscaling_max: int = 2
+    autoscaling_target_invocations: int = 100
+    data_capture_percent: int = 100
+    canary_percent: int = 50
+    bake_seconds: int = 300
+    # How long the deployer waits for the endpoint in one call (Lambda timeout is 15 min).
+    deployer_wait_seconds: int = 600
+    latency_alarm_microseconds: int = 2_000_000
+    error_alarm_count: int = 5
+    # Days before objects under the executions prefix expire, and noncurrent versions go.
+    execution_outputs_days: int = 90
+    noncurrent_days: int = 30
+    log_retention_days: int = 365
+    # VPC mode: jobs, the endpoint model and the deployer run in these subnets.
+    vpc_id: str = ""
+    subnet_ids: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    # Which training instance type the pipeline defaults to (Studio can override it).
+    training_instance_type: str = "ml.g4dn.xlarge"
+
+    def __post_init__(self) -> None:
+        for field in ("name", "project", "endpoint_name"):
+            if not _NAME.match(getattr(self, field)):
+                raise ValueError(
+                    f"{field} must be lowercase letters, digits and single dashes "
+                    f"(at most 41 characters): {getattr(self, field)!r}"
+                )
+        if self.removal not in {"retain", "destroy"}:
+            raise ValueError(f"removal must be 'retain' or 'destroy', got {self.removal!r}")
+        if not 1 <= self.autoscaling_min <= self.autoscaling_max:
+            raise ValueError(
+                "need 1 <= autoscaling_min <= autoscaling_max, got "
+                f"{self.autoscaling_min}, {self.autoscaling_max}"
+            )
+        if self.endpoint_instance_count < 1:
+            raise ValueError("endpoint_instance_count must be at least 1")
+        if bool(self.subnet_ids) != bool(self.security_group_ids) or (
+            bool(self.subnet_ids) != bool(self.vpc_id)
+        ):
+            raise ValueError("VPC mode needs vpc_id, subnet_ids and security_group_ids together")
+
+    @property
+    def vpc_mode(self) -> bool:
+        return bool(self.subnet_ids)
+
+    @property
+    def stack_name(self) -> str:
+        return f"Bincount-{self.name}"
+
+    @property
+    def resource_prefix(self) -> str:
+        """Names of roles, pipeline, group, function: `<project>-<environment>`."""
+        return f"{self.project}-{self.name}"
+
+    @property
+    def s3_prefix(self) -> str:
+        """Everything the pipeline reads and writes lives under this key prefix."""
+        return self.project
+
+    @property
+    def data_capture_prefix(self) -> str:
+        return f"data-capture/{self.endpoint_name}"
+
+    def dlc_account(self, region: str) -> str:
+        return DLC_ACCOUNTS.get(region, DLC_ACCOUNT_DEFAULT)
+
+    @classmethod
+    def from_context(cls, context: dict[str, Any]) -> StackConfig:
+        """Pick the selected environment out of the context (cdk.json or -c flags)."""
+        environments = context.get(ENVIRONMENTS_KEY)
+        if not isinstance(environments, dict) or not environments:
+            raise ValueError(f"context {ENVIRONMENTS_KEY!r} must be a dict of environments")
+        selected = context.get(SELECTED_KEY) or next(iter(environments))
+        if selected not in environments:
+            raise ValueError(
+                f"{SELECTED_KEY}={selected!r} is not one of {sorted(environments)} in cdk.json"
+            )
+        return cls.from_dict({"name": selected, **environments[selected]})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StackConfig:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown stack settings {unknown}; known: {sorted(fields)}")
+        converted = {
+            key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
+        }
+        return cls(**converted)

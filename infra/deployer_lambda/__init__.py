@@ -1,0 +1,1 @@
+"""The deployer Lambda's code (deployer.py, boto3 only); packaged alone as the Lambda asset."""

@@ -1,0 +1,288 @@
+"""The two SageMaker roles: the pipeline's, and the jobs' (processing, training, the model).
+
+Least privilege: S3 actions are named one by one and scoped to the prefixes each role uses,
+the key is the stack's one key, images come only from the PyTorch framework repositories, and
+PassRole names the job role and SageMaker alone.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import StackConfig
+
+SAGEMAKER = "sagemaker.amazonaws.com"
+PUBLIC_DATASET_BUCKET = "aft-vbi-pds"
+FRAMEWORK_REPOSITORIES = ("pytorch-training", "pytorch-inference")
+KMS_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+
+
+class Roles(Construct):
+    """`pipeline_role` runs the pipeline; `job_role` runs its jobs and serves the model."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StackConfig,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        prefix = config.s3_prefix
+        self._stack = stack
+
+        self.job_role = iam.Role(
+            self,
+            "JobRole",
+            assumed_by=iam.ServicePrincipal(SAGEMAKER),
+            description=f"{config.resource_prefix}: processing and training jobs, and the model",
+        )
+        self.pipeline_role = iam.Role(
+            self,
+            "PipelineRole",
+            assumed_by=iam.ServicePrincipal(SAGEMAKER),
+            description=f"{config.resource_prefix}: the SageMaker pipeline",
+        )
+
+        # --- Job role -------------------------------------------------------------------------
+        job = self.job_role
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="ProjectObjects",
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[bucket.arn_for_objects(f"{prefix}/*")],
+            )
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="DataCaptureObjects",
+                actions=["s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{config.data_capture_prefix}/*")],
+            )
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListProjectPrefix",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            )
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadPublicBinImages",
+                actions=["s3:GetObject", "s3:ListBucket"],
+                resources=[
+                    f"arn:{stack.partition}:s3:::{PUBLIC_DATASET_BUCKET}",
+                    f"arn:{stack.partition}:s3:::{PUBLIC_DATASET_BUCKET}/*",
+                ],
+            )
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(sid="UseProjectKey", actions=list(KMS_USE), resources=[key.key_arn])
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]
+            )
+        )
+        dlc = config.dlc_account(stack.region)
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="PullFrameworkImages",
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[
+                    f"arn:{stack.partition}:ecr:{stack.region}:{dlc}:repository/{repo}"
+                    for repo in FRAMEWORK_REPOSITORIES
+                ],
+            )
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="SageMakerLogs",
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
+                resources=[self.sagemaker_log_groups()],
+            )
+        )
+        job.add_to_policy(
+            iam.PolicyStatement(
+                sid="SageMakerMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            )
+        )
+        if config.vpc_mode:
+            job.add_to_policy(
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces",
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],
+                )
+            )
+
+        # --- Pipeline role --------------------------------------------------------------------
+        pipe = self.pipeline_role
+        pipe.add_to_policy(
+            iam.PolicyStatement(
+                sid="PipelineJobs",
+                actions=[
+                    "sagemaker:CreateProcessingJob",
+                    "sagemaker:DescribeProcessingJob",
+                    "sagemaker:StopProcessingJob",
+                    "sagemaker:CreateTrainingJob",
+                    "sagemaker:DescribeTrainingJob",
+                    "sagemaker:StopTrainingJob",
+                    "sagemaker:AddTags",
+                ],
+                resources=[
+                    self.sagemaker_arn("processing-job", "pipelines-*"),
+                    self.sagemaker_arn("training-job", "pipelines-*"),
+                ],
+            )
+        )
+        group = config.resource_prefix
+        pipe.add_to_policy(
+            iam.PolicyStatement(
+                sid="RegisterModelPackages",
+                actions=[
+                    "sagemaker:CreateModelPackage",
+                    "sagemaker:DescribeModelPackage",
+                    "sagemaker:DescribeModelPackageGroup",
+                    "sagemaker:AddTags",
+                ],
+                resources=[
+                    self.sagemaker_arn("model-package-group", group),
+                    self.sagemaker_arn("model-package", f"{group}/*"),
+                ],
+            )
+        )
+        pipe.add_to_policy(
+            iam.PolicyStatement(
+                sid="PassJobRole",
+                actions=["iam:PassRole"],
+                resources=[self.job_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER}},
+            )
+        )
+        pipe.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadProjectObjects",
+                actions=["s3:GetObject"],
+                resources=[bucket.arn_for_objects(f"{prefix}/*")],
+            )
+        )
+        pipe.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListProjectPrefix",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+            )
+        )
+        # Jobs with a volume and output key need grants on it from the caller.
+        pipe.add_to_policy(
+            iam.PolicyStatement(
+                sid="UseProjectKey",
+                actions=[*KMS_USE, "kms:CreateGrant"],
+                resources=[key.key_arn],
+            )
+        )
+
+        self._acknowledge(config, bucket)
+
+    def sagemaker_arn(self, resource: str, name: str) -> str:
+        return self._stack.format_arn(
+            service="sagemaker",
+            resource=resource,
+            resource_name=name,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+
+    def sagemaker_log_groups(self) -> str:
+        return self._stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name="/aws/sagemaker/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+    def grant_invoke(self, function_arn: str) -> None:
+        """Let the pipeline's Deploy step call the deployer, and nothing else."""
+        self.pipeline_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="InvokeDeployer", actions=["lambda:InvokeFunction"], resources=[function_arn]
+            )
+        )
+
+    def _acknowledge(self, config: StackConfig, bucket: s3.IBucket) -> None:
+        stack = self._stack
+        data = f"<{stack.resolve(stack.get_logical_id(bucket.node.default_child))}.Arn>"
+        arn = f"arn:<AWS::Partition>:{{}}:{stack.region}:<AWS::AccountId>:{{}}"
+        prefix = config.s3_prefix
+        job_findings = {
+            f"Resource::{data}/{prefix}/*": "Jobs read code and write outputs anywhere under the "
+            "project prefix; the execution ids in those keys exist only at run time.",
+            f"Resource::{data}/{config.data_capture_prefix}/*": "The endpoint writes data "
+            "capture files under time-partitioned keys below the endpoint's capture prefix.",
+            f"Resource::arn:<AWS::Partition>:s3:::{PUBLIC_DATASET_BUCKET}/*": "Prepare reads "
+            "images and metadata of the public Amazon Bin Image Dataset, read-only.",
+            "Resource::*": "ecr:GetAuthorizationToken has no resource-level permissions; "
+            "PutMetricData is held to /aws/sagemaker/* by the cloudwatch:namespace condition"
+            + (
+                "; EC2 network-interface actions (VPC mode) take no resource ARNs"
+                if config.vpc_mode
+                else ""
+            )
+            + ".",
+            "Resource::" + arn.format("logs", "log-group:/aws/sagemaker/*"): "SageMaker writes "
+            "job and endpoint logs to log groups it names under /aws/sagemaker/.",
+        }
+        pipeline_findings = {
+            f"Resource::{data}/{prefix}/*": "The pipeline reads property files (the evaluation "
+            "report) that its jobs wrote under the project prefix.",
+            "Resource::" + arn.format("sagemaker", "processing-job/pipelines-*"): "SageMaker "
+            "Pipelines names the jobs it starts pipelines-<execution id>-<step>-...",
+            "Resource::" + arn.format("sagemaker", "training-job/pipelines-*"): "SageMaker "
+            "Pipelines names the jobs it starts pipelines-<execution id>-<step>-...",
+            "Resource::"
+            + arn.format(
+                "sagemaker", f"model-package/{config.resource_prefix}/*"
+            ): "Versions of this project's own model package group only.",
+        }
+        for role, findings in (
+            (self.job_role, job_findings),
+            (self.pipeline_role, pipeline_findings),
+        ):
+            Validations.of(role).acknowledge(
+                *(
+                    Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason)
+                    for finding, reason in findings.items()
+                )
+            )

@@ -1,0 +1,102 @@
+"""The KMS key, the data bucket and its access-log bucket."""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import StackConfig
+
+
+class Storage(Construct):
+    """One customer-managed key for everything; a versioned, KMS-encrypted data bucket."""
+
+    def __init__(self, scope: Construct, construct_id: str, config: StackConfig) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        removal = RemovalPolicy.RETAIN if config.removal == "retain" else RemovalPolicy.DESTROY
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description=f"{config.resource_prefix}: data bucket, job volumes and outputs, "
+            "endpoint storage, data capture and logs",
+            enable_key_rotation=True,
+            removal_policy=removal,
+        )
+        # CloudWatch Logs encrypts the project's log groups with this key.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchLogsUse",
+                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                actions=[
+                    "kms:Encrypt*",
+                    "kms:Decrypt*",
+                    "kms:ReEncrypt*",
+                    "kms:GenerateDataKey*",
+                    "kms:Describe*",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                            service="logs",
+                            resource="log-group",
+                            resource_name="*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    }
+                },
+            )
+        )
+
+        # Access logs cannot be written with a KMS key: S3-managed encryption here.
+        self.log_bucket = s3.Bucket(
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=removal,
+            auto_delete_objects=False,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="ExpireAccessLogs", expiration=Duration.days(365))
+            ],
+        )
+        Validations.of(self.log_bucket).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-S1",
+                reason="This is the access-log bucket itself; logging it would log its own logs.",
+            )
+        )
+
+        self.bucket = s3.Bucket(
+            self,
+            "Data",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.log_bucket,
+            server_access_logs_prefix="data-bucket/",
+            removal_policy=removal,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="ExpireExecutionOutputs",
+                    prefix=f"{config.s3_prefix}/executions/",
+                    expiration=Duration.days(config.execution_outputs_days),
+                ),
+                s3.LifecycleRule(
+                    id="ExpireNoncurrentVersions",
+                    noncurrent_version_expiration=Duration.days(config.noncurrent_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(7),
+                ),
+            ],
+        )

@@ -1,0 +1,413 @@
+"""The local commands of `python -m pipeline`: run, executions, models, endpoints, quickstart.
+
+`add_commands(subparsers)` is called by pipeline/cli.py. The registry and endpoint commands
+work on the local home folder by default and against AWS with `--aws` (boto3 clients; there,
+approving a version lets EventBridge trigger the deployer, as the stack wires it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register the local runner's commands on `python -m pipeline`'s subparsers."""
+    run = subparsers.add_parser(
+        "run", help="run the pipeline locally (the same definition as on AWS)"
+    )
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a pipeline parameter (repeatable), e.g. --param Epochs=3",
+    )
+    run.add_argument("--no-cache", action="store_true", help="ignore cached step results")
+    run.add_argument("--logs", action="store_true", help="stream the jobs' logs")
+    run.add_argument(
+        "--definition", type=Path, help="run this definition JSON instead of building one"
+    )
+    run.set_defaults(func=cmd_run)
+
+    executions = subparsers.add_parser("executions", help="local executions")
+    ex_sub = executions.add_subparsers(dest="action", required=True)
+    ex_list = ex_sub.add_parser("list", help="list executions, newest first")
+    ex_list.set_defaults(func=cmd_executions_list)
+    ex_show = ex_sub.add_parser("show", help="show one execution (default: the newest)")
+    ex_show.add_argument("execution_id", nargs="?")
+    ex_show.add_argument("--json", action="store_true", help="print the whole record")
+    ex_show.set_defaults(func=cmd_executions_show)
+
+    models = subparsers.add_parser("models", help="model registry: list, approve, reject")
+    m_sub = models.add_subparsers(dest="action", required=True)
+    m_list = m_sub.add_parser("list", help="versions of a model package group")
+    _registry_args(m_list)
+    m_list.set_defaults(func=cmd_models_list)
+    for action, status in (("approve", "Approved"), ("reject", "Rejected")):
+        p = m_sub.add_parser(action, help=f"set a version {status} (deploys / rolls back)")
+        p.add_argument("version", help="version number or model package ARN")
+        p.add_argument("--description", default="", help="ApprovalDescription")
+        p.add_argument(
+            "--endpoint",
+            help="local: the endpoint the deployer manages (default: the stack's, bincount); "
+            "on AWS it is the stack's configuration",
+        )
+        _registry_args(p)
+        p.set_defaults(func=cmd_models_set_status, status=status)
+
+    endpoints = subparsers.add_parser("endpoints", help="endpoints: list, invoke, stop")
+    e_sub = endpoints.add_subparsers(dest="action", required=True)
+    e_list = e_sub.add_parser("list", help="list endpoints")
+    e_list.add_argument("--aws", action="store_true", help="list the AWS account's endpoints")
+    e_list.set_defaults(func=cmd_endpoints_list)
+    e_invoke = e_sub.add_parser("invoke", help="send an image to an endpoint")
+    e_invoke.add_argument("name")
+    e_invoke.add_argument("image", type=Path)
+    e_invoke.add_argument("--content-type", help="default: from the file name (image/jpeg, ...)")
+    e_invoke.add_argument("--accept", default="application/json")
+    e_invoke.add_argument("--aws", action="store_true", help="invoke the AWS endpoint")
+    e_invoke.set_defaults(func=cmd_endpoints_invoke)
+    e_stop = e_sub.add_parser("stop", help="stop local endpoint servers")
+    e_stop.add_argument("name", nargs="?")
+    e_stop.add_argument("--all", action="store_true", help="stop every local endpoint")
+    e_stop.set_defaults(func=cmd_endpoints_stop)
+
+    quick = subparsers.add_parser(
+        "quickstart",
+        help="generate a small dataset, run the whole pipeline locally, invoke the endpoint",
+    )
+    from pipeline.local.quickstart import add_arguments
+
+    add_arguments(quick)
+    quick.set_defaults(func=cmd_quickstart)
+
+
+def _registry_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--group", default="bincount", help="model package group (default: bincount)")
+    p.add_argument("--aws", action="store_true", help="use the AWS account's registry (boto3)")
+
+
+def _workspace():
+    from pipeline.local.workspace import Workspace
+
+    return Workspace.default()
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--param expects NAME=VALUE, got {item!r}")
+        params[name.strip()] = value
+    return params
+
+
+# -- run / executions ---------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.local.runner import ExecutionFailed
+
+    ws = _workspace()
+    definition = args.definition.read_text() if args.definition else ws.definition()
+    try:
+        record = ws.runner(stream_logs=args.logs).run(
+            definition, parse_params(args.param), use_cache=not args.no_cache
+        )
+    except ExecutionFailed as failed:
+        print(f"FAILED: {failed}", file=sys.stderr)
+        return 1
+    print(format_execution(record))
+    return 0
+
+
+def format_execution(record: dict) -> str:
+    lines = [
+        f"execution {record['PipelineExecutionId']}: {record['PipelineExecutionStatus']}"
+        + (f" in {record['Seconds']:.1f} s" if "Seconds" in record else ""),
+        f"  started {record['StartTime']}",
+    ]
+    for step in record.get("Steps", []):
+        extra = ""
+        if step.get("Cached"):
+            extra = f" (cached from {step['CacheHitResult']['SourcePipelineExecutionId']})"
+        if step.get("Outcome"):
+            extra = f" -> {step['Outcome']} ({'; '.join(step.get('Conditions', []))})"
+        if step.get("Reason"):
+            extra = f" ({step['Reason']})"
+        seconds = f"{step['Seconds']:7.1f} s" if "Seconds" in step else " " * 9
+        lines.append(
+            f"  {step['StepName']:<20} {step['StepType']:<14} {step['StepStatus']:<12} "
+            f"{seconds}{extra}"
+        )
+    if record.get("FailureReason"):
+        lines.append(f"  failure: {record['FailureReason']}")
+    return "\n".join(lines)
+
+
+def cmd_executions_list(args: argparse.Namespace) -> int:
+    records = _workspace().runner().executions()
+    if not records:
+        print("no executions yet (python -m pipeline run)")
+    for r in records:
+        seconds = f"{r['Seconds']:8.1f} s" if "Seconds" in r else " " * 10
+        print(
+            f"{r['PipelineExecutionId']}  {r['PipelineExecutionStatus']:<10} {seconds}  "
+            f"{r['StartTime']}"
+        )
+    return 0
+
+
+def cmd_executions_show(args: argparse.Namespace) -> int:
+    runner = _workspace().runner()
+    if args.execution_id:
+        record = runner.execution(args.execution_id)
+    else:
+        records = runner.executions()
+        if not records:
+            print("no executions yet", file=sys.stderr)
+            return 1
+        record = records[0]
+    print(json.dumps(record, indent=2) if args.json else format_execution(record))
+    return 0
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def _sagemaker(aws: bool):
+    if aws:
+        import boto3
+
+        return boto3.client("sagemaker")
+    return _workspace().sagemaker
+
+
+def _all_packages(sm: Any, group: str) -> list[dict]:
+    packages, token = [], None
+    while True:
+        kwargs = {
+            "ModelPackageGroupName": group,
+            "SortBy": "CreationTime",
+            "SortOrder": "Ascending",
+        }
+        if token:
+            kwargs["NextToken"] = token
+        page = sm.list_model_packages(**kwargs)
+        packages += page.get("ModelPackageSummaryList", [])
+        token = page.get("NextToken")
+        if not token:
+            return packages
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    sm = _sagemaker(args.aws)
+    packages = _all_packages(sm, args.group)
+    if not packages:
+        print(f"no versions in model package group {args.group!r}")
+        return 0
+    live = _live_arns(sm)
+    for p in packages:
+        where = (
+            f"  live on {', '.join(live[p['ModelPackageArn']])}"
+            if p["ModelPackageArn"] in live
+            else ""
+        )
+        print(
+            f"v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} "
+            f"{p['CreationTime']:%Y-%m-%d %H:%M:%S}  {p['ModelPackageArn']}{where}"
+        )
+    return 0
+
+
+def _live_arns(sm: Any) -> dict[str, list[str]]:
+    """Model package ARN -> endpoints serving it (from the deployer's tag on the config)."""
+    from infra.deployer_lambda.deployer import PACKAGE_TAG
+
+    live: dict[str, list[str]] = {}
+    try:
+        endpoints = sm.list_endpoints().get("Endpoints", [])
+        for e in endpoints:
+            described = sm.describe_endpoint(EndpointName=e["EndpointName"])
+            config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
+            for tag in sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", []):
+                if tag["Key"] == PACKAGE_TAG:
+                    live.setdefault(tag["Value"], []).append(e["EndpointName"])
+    except Exception:
+        return live
+    return live
+
+
+def resolve_package_arn(sm: Any, group: str, version: str) -> str:
+    if version.startswith("arn:"):
+        return version
+    number = version.lstrip("vV")
+    if not number.isdigit():
+        raise SystemExit(f"expected a version number or a model package ARN, got {version!r}")
+    for p in _all_packages(sm, group):
+        if p["ModelPackageVersion"] == int(number):
+            return p["ModelPackageArn"]
+    raise SystemExit(f"model package group {group!r} has no version {number}")
+
+
+def state_change_event(package: dict, region: str, account: str) -> dict:
+    """The EventBridge event SageMaker emits when a package's approval status changes."""
+    detail = {
+        k: (v.isoformat() if isinstance(v, datetime) else v)
+        for k, v in package.items()
+        if k
+        in {
+            "ModelPackageGroupName",
+            "ModelPackageVersion",
+            "ModelPackageArn",
+            "ModelPackageName",
+            "ModelApprovalStatus",
+            "ModelPackageStatus",
+            "CreationTime",
+            "LastModifiedTime",
+            "InferenceSpecification",
+            "ApprovalDescription",
+        }
+    }
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": EVENT_DETAIL_TYPE,
+        "source": "aws.sagemaker",
+        "account": account,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": region,
+        "resources": [package["ModelPackageArn"]],
+        "detail": detail,
+    }
+
+
+def set_approval(
+    ws: Any, arn: str, status: str, description: str = "", endpoint_name: str | None = None
+) -> dict:
+    """Update the local registry, then deliver the state-change event to the deployer, as
+    EventBridge does on AWS. Returns the deployer's result."""
+    from pipeline.local.sagemaker_client import ACCOUNT, REGION
+
+    request = {"ModelPackageArn": arn, "ModelApprovalStatus": status}
+    if description:
+        request["ApprovalDescription"] = description
+    ws.sagemaker.update_model_package(**request)
+    package = ws.sagemaker.describe_model_package(ModelPackageName=arn)
+    return ws.deploy_handler(state_change_event(package, REGION, ACCOUNT), endpoint_name)
+
+
+def cmd_models_set_status(args: argparse.Namespace) -> int:
+    if args.aws:
+        sm = _sagemaker(True)
+        arn = resolve_package_arn(sm, args.group, args.version)
+        request = {"ModelPackageArn": arn, "ModelApprovalStatus": args.status}
+        if args.description:
+            request["ApprovalDescription"] = args.description
+        sm.update_model_package(**request)
+        print(f"{arn}: {args.status} (EventBridge delivers the change to the deployer)")
+        return 0
+    ws = _workspace()
+    arn = resolve_package_arn(ws.sagemaker, args.group, args.version)
+    result = set_approval(ws, arn, args.status, args.description, args.endpoint)
+    print(f"{arn}: {args.status}")
+    print(f"deployer: {json.dumps(result, sort_keys=True)}")
+    return 0
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+def cmd_endpoints_list(args: argparse.Namespace) -> int:
+    sm = _sagemaker(args.aws)
+    endpoints = sm.list_endpoints().get("Endpoints", [])
+    if not endpoints:
+        print("no endpoints")
+    live = (
+        {}
+        if args.aws
+        else {e["EndpointName"]: e for e in _workspace().sagemaker.endpoints.describe_servers()}
+    )
+    for e in endpoints:
+        extra = ""
+        server = live.get(e["EndpointName"])
+        if server is not None:
+            extra = (
+                f"  http://127.0.0.1:{server['Server']['Port']} (pid {server['Server']['Pid']})"
+                if server["Running"]
+                else "  (server stopped; invoke starts it)"
+            )
+        print(
+            f"{e['EndpointName']:<24} {e['EndpointStatus']:<12} "
+            f"{e['LastModifiedTime']:%Y-%m-%d %H:%M:%S}{extra}"
+        )
+    return 0
+
+
+def content_type_for(path: Path) -> str:
+    guessed = mimetypes.guess_type(path.name)[0]
+    return guessed or "application/octet-stream"
+
+
+def cmd_endpoints_invoke(args: argparse.Namespace) -> int:
+    if not args.image.is_file():
+        raise SystemExit(f"no such file: {args.image}")
+    body = args.image.read_bytes()
+    content_type = args.content_type or content_type_for(args.image)
+    if args.aws:
+        import boto3
+
+        response = boto3.client("sagemaker-runtime").invoke_endpoint(
+            EndpointName=args.name, Body=body, ContentType=content_type, Accept=args.accept
+        )
+        print(response["Body"].read().decode(errors="replace"))
+        return 0
+    status, _, answer = _workspace().sagemaker.endpoints.invoke(
+        args.name, body, content_type, args.accept
+    )
+    text = answer.decode(errors="replace")
+    if status != 200:
+        print(f"HTTP {status}: {text}", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def cmd_endpoints_stop(args: argparse.Namespace) -> int:
+    endpoints = _workspace().sagemaker.endpoints
+    if args.all:
+        stopped = endpoints.stop_all()
+        print(f"stopped: {', '.join(stopped) or 'none were running'}")
+        return 0
+    if not args.name:
+        raise SystemExit("name an endpoint or pass --all")
+    print(f"{args.name}: {'stopped' if endpoints.stop(args.name) else 'was not running'}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from pipeline.local.quickstart import quickstart
+
+    return quickstart(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (`python -m pipeline.local.cli`) with just the local commands."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.local.cli")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""`make run`: the whole pipeline on this machine, from a generated dataset to a live endpoint.
+
+1. generates a small synthetic dataset in the real bucket layout (processing/synthetic.py;
+   reused when already there),
+2. runs the pipeline definition locally with CPU-friendly overrides and
+   ModelApprovalStatus=Approved (Prepare -> Train -> Evaluate -> QualityGate -> Register ->
+   Deploy),
+3. invokes the local endpoint with a real bin photo and a generated one,
+4. prints the steps and their times, the evaluation against the majority-class baseline,
+   the registry version, the endpoint's answers and where the report lives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.local.workspace import Workspace
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SYNTHETIC = REPO_ROOT / "processing" / "synthetic.py"
+REAL_BINS = REPO_ROOT.parent / "shared" / "data" / "real-bins"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--per-class", type=int, default=300, help="generated images per count 1..5"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--architecture", default="smallcnn")
+    parser.add_argument(
+        "--threshold", type=float, default=0.4, help="AccuracyThreshold of the gate"
+    )
+    parser.add_argument("--endpoint", default="bincount", help="EndpointName")
+    parser.add_argument("--no-cache", action="store_true", help="ignore cached step results")
+    parser.add_argument("--logs", action="store_true", help="stream the jobs' logs")
+
+
+def ensure_dataset(home: Path, per_class: int, seed: int) -> Path:
+    """The generated dataset folder (bin-images/, metadata/, file_list.json), made once."""
+    root = home / "datasets" / f"synthetic-{per_class}-seed{seed}"
+    if (root / "file_list.json").is_file():
+        print(f"dataset: reusing {root}")
+        return root
+    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.monotonic()
+    command = [
+        sys.executable,
+        str(SYNTHETIC),
+        "--out", str(tmp),
+        "--per-class", str(per_class),
+        "--seed", str(seed),
+        "--file-list", str(tmp / "file_list.json"),
+    ]  # fmt: skip
+    subprocess.run(command, check=True)
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    print(
+        f"dataset: generated {5 * per_class} images in {time.monotonic() - started:.1f} s -> {root}"
+    )
+    return root
+
+
+def pick_images(dataset: Path) -> list[tuple[str, Path]]:
+    """A real bin photo (when ../shared is there) and a generated image, with labels."""
+    picks = []
+    real = sorted(REAL_BINS.glob("*.jpg")) if REAL_BINS.is_dir() else []
+    if real:
+        picks.append(
+            (f"real photo {real[0].name} (true count {real[0].stem.split('_')[-1]})", real[0])
+        )
+    else:
+        print(f"(no real bin photos at {REAL_BINS}; invoking with a generated image only)")
+    listing = json.loads((dataset / "file_list.json").read_text())
+    count, entries = next(iter(sorted(listing.items())))
+    ident = Path(entries[0]).stem
+    picks.append(
+        (
+            f"generated image {ident}.jpg (true count {count})",
+            dataset / "bin-images" / f"{ident}.jpg",
+        )
+    )
+    return picks
+
+
+def step(record: dict, name: str) -> dict:
+    return next((s for s in record["Steps"] if s["StepName"] == name), {})
+
+
+def summarize(ws: Workspace, record: dict, answers: list[tuple[str, str]], total_s: float) -> str:
+    from pipeline.local.cli import format_execution
+
+    lines = ["", "=" * 72, format_execution(record), ""]
+    evaluate = step(record, "Evaluate")
+    report_uri = (evaluate.get("PropertyFiles") or {}).get("EvaluationReport")
+    if report_uri and ws.store.path(report_uri).is_file():
+        report = json.loads(ws.store.path(report_uri).read_text())
+        m = report.get("multiclass_classification_metrics", {})
+        c = report.get("counting_metrics", {})
+        b = report.get("baseline", {})
+        lines += [
+            f"evaluation on {report.get('test_images', '?')} test images:",
+            f"  accuracy {m.get('accuracy', {}).get('value', float('nan')):.3f}"
+            f"  (majority-class baseline {b.get('accuracy', float('nan')):.3f}, "
+            f"always answering {b.get('majority_class', '?')}; chance 0.200)",
+            f"  MAE {c.get('mae', {}).get('value', float('nan')):.3f}"
+            f" (baseline {b.get('mae', float('nan')):.3f}),"
+            f" RMSE {c.get('rmse', {}).get('value', float('nan')):.3f}"
+            f" (baseline {b.get('rmse', float('nan')):.3f}),"
+            f" within one {c.get('within_one_accuracy', {}).get('value', float('nan')):.3f}",
+            f"  report and plots: {ws.store.path(report_uri).parent}",
+        ]
+    register = step(record, "Register").get("Properties") or {}
+    if register:
+        lines.append(
+            f"registry: {register['ModelPackageGroupName']} "
+            f"version {register['ModelPackageVersion']}"
+            f" ({register['ModelApprovalStatus']}) {register['ModelPackageArn']}"
+        )
+    deploy = step(record, "Deploy").get("LambdaResponse")
+    if deploy:
+        lines.append(f"deployer: {deploy.get('status')} -> endpoint {deploy.get('endpoint_name')}")
+    for label, answer in answers:
+        lines.append(f"endpoint answer for {label}: {answer}")
+    lines += [
+        f"total {total_s:.0f} s; home {ws.home}",
+        "next: python -m pipeline models list | endpoints list | "
+        "endpoints invoke NAME IMAGE | endpoints stop --all",
+    ]
+    return "\n".join(lines)
+
+
+def quickstart(args: argparse.Namespace) -> int:
+    from pipeline.local.runner import ExecutionFailed
+
+    started = time.monotonic()
+    ws = Workspace.default()
+    print(f"bincount quickstart: everything under {ws.home}")
+    dataset = ensure_dataset(ws.home, args.per_class, args.seed)
+    t0 = time.monotonic()
+    definition = ws.definition()
+    print(f"definition built and code staged in {time.monotonic() - t0:.1f} s")
+    params: dict[str, Any] = {
+        "Architecture": args.architecture,
+        "ImageSize": args.image_size,
+        "Epochs": args.epochs,
+        "BatchSize": args.batch_size,
+        "LearningRate": args.learning_rate,
+        "SourceUri": str(dataset),
+        "FileListUri": str(dataset / "file_list.json"),
+        "PerClassCap": 0,
+        "AccuracyThreshold": args.threshold,
+        "ModelApprovalStatus": "Approved",
+        "EndpointName": args.endpoint,
+    }
+    try:
+        record = ws.runner(stream_logs=args.logs).run(
+            definition, params, use_cache=not args.no_cache
+        )
+    except ExecutionFailed as failed:
+        print(summarize(ws, failed.record, [], time.monotonic() - started))
+        print(f"\nquickstart FAILED: {failed}", file=sys.stderr)
+        return 1
+    answers = []
+    for label, image in pick_images(dataset):
+        status, _, body = ws.sagemaker.endpoints.invoke(
+            args.endpoint, image.read_bytes(), "image/jpeg", "application/json"
+        )
+        answers.append(
+            (label, body.decode(errors="replace") if status == 200 else f"HTTP {status}: {body!r}")
+        )
+    print(summarize(ws, record, answers, time.monotonic() - started))
+    return 0

@@ -1,0 +1,620 @@
+"""Execute a SageMaker pipeline definition (schema 2020-12-01) on this machine.
+
+The very JSON that `pipeline.definition` builds is read as it is: parameters are typed and
+resolved, steps ordered by their DependsOn and property references, Condition steps pick
+their IfSteps or ElseSteps, Fail steps fail the execution with their resolved message.
+Processing and Training steps run as local jobs (`pipeline.local.jobs`), RegisterModel and
+Model steps against the local registry, Lambda steps call the project's own handlers.
+Steps with CacheConfig reuse an earlier execution's results when their arguments (after
+resolution) and the content of their inputs are unchanged, as SageMaker's step caching does.
+Every execution leaves `<home>/executions/<id>/execution.json`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from pipeline.local.expressions import (
+    ResolutionError,
+    Scope,
+    UnsupportedFeature,
+    check_expressions,
+    describe_condition,
+    evaluate,
+    evaluate_condition,
+    referenced_steps,
+    resolve_parameters,
+)
+from pipeline.local.jobs import JobFailed, Jobs
+from pipeline.local.sagemaker_client import ACCOUNT, REGION, LocalSageMakerClient
+from pipeline.local.store import ObjectStore, read_json, write_json
+
+SCHEMA_VERSION = "2020-12-01"
+STEP_TYPES = {"Processing", "Training", "Condition", "RegisterModel", "Model", "Lambda", "Fail"}
+# Cache key attributes per step type, as SageMaker documents them.
+CACHE_KEYS = {
+    "Processing": ("AppSpecification", "Environment", "ProcessingInputs"),
+    "Training": (
+        "AlgorithmSpecification",
+        "CheckpointConfig",
+        "DebugHookConfig",
+        "DebugRuleConfigurations",
+        "Environment",
+        "HyperParameters",
+        "InputDataConfig",
+    ),
+}
+TOP_LEVEL_KEYS = {
+    "Version",
+    "Metadata",
+    "Parameters",
+    "Steps",
+    "PipelineExperimentConfig",
+    "MlflowConfig",
+    "ParallelismConfiguration",
+}
+_DURATION = re.compile(
+    r"^P?(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$",
+    re.IGNORECASE,
+)
+
+LambdaHandler = Callable[[dict], dict]
+
+
+class ExecutionFailed(RuntimeError):
+    """The execution ended Failed; `record` is its execution record."""
+
+    def __init__(self, message: str, record: dict):
+        super().__init__(message)
+        self.record = record
+
+
+def parse_duration(text: str) -> timedelta:
+    """ISO 8601 durations as CacheConfig.ExpireAfter uses them: P30D, PT12H, 30dT5h, P1Y ..."""
+    m = _DURATION.match(text.strip()) if text else None
+    if not m or not any(m.groups()):
+        raise ValueError(f"CacheConfig.ExpireAfter {text!r} is not an ISO 8601 duration")
+    y, mo, w, d, h, mi, s = (int(g or 0) for g in m.groups())
+    return timedelta(days=365 * y + 30 * mo + 7 * w + d, hours=h, minutes=mi, seconds=s)
+
+
+def new_execution_id() -> str:
+    """Sortable by start time, [a-z0-9] like SageMaker's, safe in S3 keys and job names."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+@dataclass
+class StepNode:
+    definition: dict
+    parent: str | None = None  # the Condition step whose branch holds this step
+    branch: str | None = None  # "IfSteps" or "ElseSteps"
+    depends: set[str] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.definition["Name"]
+
+    @property
+    def type(self) -> str:
+        return self.definition["Type"]
+
+
+def load_definition(definition: str | Mapping[str, Any]) -> dict:
+    data = json.loads(definition) if isinstance(definition, str) else dict(definition)
+    if not isinstance(data, dict):
+        raise ValueError("pipeline definition must be a JSON object")
+    version = data.get("Version")
+    if version != SCHEMA_VERSION:
+        raise UnsupportedFeature(
+            f"definition Version {version!r} (the local runner reads {SCHEMA_VERSION})"
+        )
+    unknown = sorted(set(data) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise UnsupportedFeature(f"definition top-level key(s) {', '.join(unknown)}")
+    return data
+
+
+def plan(definition: Mapping[str, Any]) -> list[StepNode]:
+    """Every step (branch steps included) in an order that respects its dependencies.
+
+    Raises UnsupportedFeature for step types and constructs the runner cannot execute, and
+    ValueError for dangling references and cycles, before anything runs.
+    """
+    nodes: dict[str, StepNode] = {}
+
+    def add(step: Mapping[str, Any], parent: str | None, branch: str | None) -> None:
+        name, type_ = step.get("Name"), step.get("Type")
+        if not name:
+            raise ValueError(f"a step without a Name: {json.dumps(step)[:200]}")
+        if type_ not in STEP_TYPES:
+            raise UnsupportedFeature(
+                f"step {name!r}: step type {type_!r} is not supported by the local runner "
+                f"(supported: {', '.join(sorted(STEP_TYPES))})"
+            )
+        if name in nodes:
+            raise ValueError(f"two steps named {name!r}")
+        check_expressions(step.get("Arguments", {}), f"Steps.{name}.Arguments")
+        nodes[name] = StepNode(dict(step), parent, branch)
+        if type_ == "Condition":
+            for key in ("IfSteps", "ElseSteps"):
+                for child in step.get("Arguments", {}).get(key, []):
+                    add(child, name, key)
+
+    for step in definition.get("Steps", []):
+        add(step, None, None)
+    for node in nodes.values():
+        arguments = dict(node.definition.get("Arguments", {}))
+        if node.type == "Condition":
+            arguments = {"Conditions": arguments.get("Conditions", [])}
+            for cond in arguments["Conditions"]:
+                _check_condition(cond, node.name)
+        node.depends = set(node.definition.get("DependsOn", [])) | referenced_steps(arguments)
+        if node.parent:
+            node.depends.add(node.parent)
+        missing = sorted(node.depends - set(nodes))
+        if missing:
+            raise ValueError(f"step {node.name!r} depends on unknown step(s) {', '.join(missing)}")
+        for pf in node.definition.get("PropertyFiles", []):
+            if node.type != "Processing":
+                raise UnsupportedFeature(f"step {node.name!r}: PropertyFiles on a {node.type} step")
+            outputs = {
+                o.get("OutputName")
+                for o in arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])
+            }
+            if pf.get("OutputName") not in outputs:
+                raise ValueError(
+                    f"step {node.name!r}: property file {pf.get('PropertyFileName')!r} names "
+                    f"output {pf.get('OutputName')!r}, which the step does not have"
+                )
+    order: list[StepNode] = []
+    done: set[str] = set()
+    pending = list(nodes.values())
+    while pending:
+        ready = [n for n in pending if n.depends <= done]
+        if not ready:
+            raise ValueError(
+                "dependency cycle among steps " + ", ".join(sorted(n.name for n in pending))
+            )
+        for n in ready:
+            order.append(n)
+            done.add(n.name)
+        pending = [n for n in pending if n.name not in done]
+    return order
+
+
+def _check_condition(cond: Mapping[str, Any], step: str) -> None:
+    type_ = cond.get("Type")
+    known = {
+        "Equals",
+        "GreaterThan",
+        "GreaterThanOrEqualTo",
+        "LessThan",
+        "LessThanOrEqualTo",
+        "In",
+        "Not",
+        "Or",
+    }
+    if type_ not in known:
+        raise UnsupportedFeature(
+            f"step {step!r}: condition type {type_!r} is not supported "
+            f"(supported: {', '.join(sorted(known))})"
+        )
+    check_expressions(cond, f"Steps.{step}.Conditions")
+    if type_ == "Not":
+        _check_condition(cond["Condition"], step)
+    if type_ == "Or":
+        for c in cond["Conditions"]:
+            _check_condition(c, step)
+
+
+class LocalRunner:
+    """Runs executions with everything under one home folder."""
+
+    def __init__(
+        self,
+        home: Path,
+        lambdas: Mapping[str, LambdaHandler] | None = None,
+        echo: Callable[[str], None] = print,
+        stream_logs: bool = False,
+    ):
+        self.home = Path(home)
+        self.store = ObjectStore(self.home / "s3")
+        self.sagemaker = LocalSageMakerClient(self.home)
+        self.lambdas = dict(lambdas or {})
+        self.echo = echo
+        self.stream_logs = stream_logs
+
+    @property
+    def executions_dir(self) -> Path:
+        return self.home / "executions"
+
+    # -- records ------------------------------------------------------------------------------
+
+    def executions(self) -> list[dict]:
+        """Every execution record, newest first."""
+        found = []
+        for path in self.executions_dir.glob("*/execution.json"):
+            try:
+                found.append(read_json(path))
+            except (OSError, json.JSONDecodeError):
+                continue
+        return sorted(found, key=lambda r: r.get("StartTime", ""), reverse=True)
+
+    def execution(self, execution_id: str) -> dict:
+        path = self.executions_dir / execution_id / "execution.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no execution {execution_id!r} under {self.executions_dir}")
+        return read_json(path)  # type: ignore[return-value]
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        definition: str | Mapping[str, Any],
+        parameters: Mapping[str, Any] | None = None,
+        pipeline_name: str = "bincount",
+        use_cache: bool = True,
+    ) -> dict:
+        """Execute the definition; returns the execution record. Raises ExecutionFailed (with
+        the record) when the execution fails, UnsupportedFeature/ValueError before any step
+        runs when the definition or parameters cannot be executed."""
+        data = load_definition(definition)
+        values = resolve_parameters(data.get("Parameters", []), dict(parameters or {}))
+        order = plan(data)
+
+        execution_id = new_execution_id()
+        execution_dir = self.executions_dir / execution_id
+        started = datetime.now(UTC)
+        pipeline_arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:pipeline/{pipeline_name}"
+        arn = f"{pipeline_arn}/execution/{execution_id}"
+        scope = Scope(
+            parameters=values,
+            execution={
+                "PipelineExecutionId": execution_id,
+                "PipelineExecutionArn": arn,
+                "PipelineName": pipeline_name,
+                "PipelineArn": pipeline_arn,
+                "StartDateTime": started.isoformat(),
+                "CurrentDateTime": started.isoformat(),
+            },
+            read_json_uri=self._read_json_uri,
+        )
+        record: dict[str, Any] = {
+            "PipelineExecutionId": execution_id,
+            "PipelineExecutionArn": arn,
+            "PipelineName": pipeline_name,
+            "PipelineExecutionStatus": "Executing",
+            "StartTime": started.isoformat(),
+            "Parameters": values,
+            "Steps": [
+                {"StepName": n.name, "StepType": n.type, "StepStatus": "NotStarted"} for n in order
+            ],
+        }
+        execution_dir.mkdir(parents=True, exist_ok=True)
+        write_json(execution_dir / "definition.json", data)
+        self._save(execution_dir, record)
+        self.echo(f"execution {execution_id} ({len(order)} steps) under {execution_dir}")
+
+        jobs = Jobs(self.store, execution_dir, echo=self.echo if self.stream_logs else None)
+        states: dict[str, str] = {}
+        chosen_branch: dict[str, str] = {}
+        failure: str | None = None
+        for index, node in enumerate(order):
+            step_record = record["Steps"][index]
+            skip_reason = self._skip_reason(node, states, chosen_branch)
+            if skip_reason:
+                states[node.name] = "NotExecuted"
+                step_record.update(StepStatus="NotExecuted", Reason=skip_reason)
+                continue
+            if failure is not None:
+                states[node.name] = "NotStarted"
+                continue
+            t0 = time.monotonic()
+            step_record.update(StepStatus="Executing", StartTime=datetime.now(UTC).isoformat())
+            self._save(execution_dir, record)
+            self.echo(f"[{_clock()}] {node.name} ({node.type}) started")
+            scope.execution["CurrentDateTime"] = datetime.now(UTC).isoformat()
+            try:
+                outcome = self._execute(node, scope, jobs, execution_id, use_cache)
+                step_record.update(outcome, StepStatus="Succeeded")
+                states[node.name] = "Succeeded"
+                if node.type == "Condition":
+                    chosen_branch[node.name] = (
+                        "IfSteps" if outcome["Outcome"] == "True" else "ElseSteps"
+                    )
+                if node.type == "Fail":
+                    failure = outcome["FailureReason"]
+                    states[node.name] = "Failed"
+                    step_record["StepStatus"] = "Failed"
+            except KeyboardInterrupt:
+                step_record.update(StepStatus="Stopped", EndTime=datetime.now(UTC).isoformat())
+                record.update(
+                    PipelineExecutionStatus="Stopped",
+                    EndTime=datetime.now(UTC).isoformat(),
+                    FailureReason="stopped by the user",
+                )
+                self._save(execution_dir, record)
+                raise
+            except (
+                JobFailed,
+                ResolutionError,
+                UnsupportedFeature,
+                ClientError,
+                Exception,
+            ) as error:
+                reason = f"{node.type} step {node.name} failed: {error}"
+                if not isinstance(
+                    error, (JobFailed, ResolutionError, UnsupportedFeature, ClientError)
+                ):
+                    step_record["Traceback"] = traceback.format_exc()
+                step_record.update(StepStatus="Failed", FailureReason=reason[:4000])
+                if isinstance(error, JobFailed) and error.log:
+                    step_record["Logs"] = [str(error.log)]
+                states[node.name] = "Failed"
+                failure = reason
+            seconds = time.monotonic() - t0
+            step_record.update(EndTime=datetime.now(UTC).isoformat(), Seconds=round(seconds, 2))
+            self._save(execution_dir, record)
+            self.echo(self._end_line(node, step_record, seconds))
+
+        record["EndTime"] = datetime.now(UTC).isoformat()
+        record["Seconds"] = round((datetime.now(UTC) - started).total_seconds(), 2)
+        if failure is not None:
+            record.update(PipelineExecutionStatus="Failed", FailureReason=failure[:4000])
+            self._save(execution_dir, record)
+            self.echo(f"[{_clock()}] execution {execution_id} Failed in {record['Seconds']:.1f} s")
+            raise ExecutionFailed(failure, record)
+        record["PipelineExecutionStatus"] = "Succeeded"
+        self._save(execution_dir, record)
+        self.echo(f"[{_clock()}] execution {execution_id} Succeeded in {record['Seconds']:.1f} s")
+        return record
+
+    @staticmethod
+    def _skip_reason(node: StepNode, states: Mapping[str, str], chosen: Mapping[str, str]) -> str:
+        if node.parent and chosen.get(node.parent) and chosen[node.parent] != node.branch:
+            return f"{node.parent} chose {chosen[node.parent]}"
+        skipped = sorted(d for d in node.depends if states.get(d) == "NotExecuted")
+        if skipped:
+            return f"depends on {', '.join(skipped)}, which did not run"
+        return ""
+
+    @staticmethod
+    def _end_line(node: StepNode, step_record: Mapping[str, Any], seconds: float) -> str:
+        status = step_record["StepStatus"]
+        line = f"[{_clock()}] {node.name} {status} in {seconds:.1f} s"
+        if step_record.get("Cached"):
+            source = step_record["CacheHitResult"]["SourcePipelineExecutionId"]
+            line += f" (cached: reused execution {source})"
+        if node.type == "Condition":
+            line += f": {'; '.join(step_record.get('Conditions', []))} -> {step_record['Outcome']}"
+        if status == "Failed":
+            line += f": {step_record.get('FailureReason', '')}"
+        return line
+
+    def _save(self, execution_dir: Path, record: dict) -> None:
+        write_json(execution_dir / "execution.json", _jsonable(record))
+
+    def _read_json_uri(self, uri: str) -> Any:
+        path = self.store.path(uri)
+        if not path.is_file():
+            raise ResolutionError(f"no JSON document at {uri} (local store {path})")
+        try:
+            return read_json(path)
+        except json.JSONDecodeError as error:
+            raise ResolutionError(f"{uri} is not valid JSON: {error}") from None
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _execute(
+        self, node: StepNode, scope: Scope, jobs: Jobs, execution_id: str, use_cache: bool
+    ) -> dict:
+        where = f"Steps.{node.name}"
+        if node.type == "Condition":
+            conditions = node.definition.get("Arguments", {}).get("Conditions", [])
+            results = [
+                evaluate_condition(c, scope, f"{where}.Conditions[{i}]")
+                for i, c in enumerate(conditions)
+            ]
+            outcome = "True" if all(results) else "False"
+            scope.steps[node.name] = {"Outcome": outcome}
+            return {
+                "Outcome": outcome,
+                "Conditions": [describe_condition(c, scope) for c in conditions],
+                "Properties": {"Outcome": outcome},
+            }
+        if node.type == "Fail":
+            message = evaluate(
+                node.definition.get("Arguments", {}).get("ErrorMessage", ""), scope, where
+            )
+            return {"FailureReason": str(message), "ErrorMessage": str(message)}
+        arguments = evaluate(node.definition.get("Arguments", {}), scope, f"{where}.Arguments")
+        if node.type in ("Processing", "Training"):
+            return self._execute_job(node, arguments, scope, jobs, execution_id, use_cache)
+        if node.type == "RegisterModel":
+            response = self.sagemaker.create_model_package(**arguments)
+            properties = _jsonable(
+                self.sagemaker.describe_model_package(ModelPackageName=response["ModelPackageArn"])
+            )
+            scope.steps[node.name] = properties
+            return {"Properties": properties}
+        if node.type == "Model":
+            name = (
+                arguments.get("ModelName") or f"pipelines-{execution_id}-{node.name}".lower()[:63]
+            )
+            response = self.sagemaker.create_model(**{**arguments, "ModelName": name})
+            properties = _jsonable(self.sagemaker.describe_model(ModelName=name))
+            properties["ModelArn"] = response["ModelArn"]
+            scope.steps[node.name] = properties
+            return {"Properties": properties}
+        if node.type == "Lambda":
+            return self._execute_lambda(node, arguments, scope)
+        raise UnsupportedFeature(f"step {node.name!r}: step type {node.type!r}")
+
+    def _execute_lambda(self, node: StepNode, arguments: dict, scope: Scope) -> dict:
+        arn = node.definition.get("FunctionArn", "")
+        name = arn.rsplit(":", 1)[-1] if arn.startswith("arn:") else arn
+        handler = self.lambdas.get(arn) or self.lambdas.get(name)
+        if handler is None:
+            raise UnsupportedFeature(
+                f"Lambda step {node.name}: function {arn!r} has no local handler "
+                f"(known: {', '.join(sorted(self.lambdas)) or 'none'})"
+            )
+        response = _jsonable(handler(json.loads(json.dumps(arguments))))
+        if not isinstance(response, dict):
+            raise ResolutionError(
+                f"Lambda step {node.name}: function returned {type(response).__name__}, "
+                "not an object"
+            )
+        outputs = {}
+        for spec in node.definition.get("OutputParameters", []):
+            key, type_ = spec["OutputName"], spec.get("OutputType", "String")
+            if key not in response:
+                raise ResolutionError(
+                    f"Lambda step {node.name}: function result has no output {key!r}"
+                )
+            value = response[key]
+            outputs[key] = str(value) if type_ == "String" else value
+        properties = {"OutputParameters": outputs}
+        scope.steps[node.name] = properties
+        return {"Properties": properties, "LambdaResponse": response}
+
+    def _execute_job(
+        self,
+        node: StepNode,
+        arguments: dict,
+        scope: Scope,
+        jobs: Jobs,
+        execution_id: str,
+        use_cache: bool,
+    ) -> dict:
+        cache = node.definition.get("CacheConfig") or {}
+        key = self._cache_key(node, arguments) if cache.get("Enabled") else None
+        if key and use_cache:
+            hit = self._cache_lookup(
+                node.name, key, parse_duration(cache.get("ExpireAfter") or "P3650D")
+            )
+            if hit is not None:
+                scope.steps[node.name] = hit["Properties"]
+                scope.property_files[node.name] = hit.get("PropertyFiles", {})
+                return {
+                    "Properties": hit["Properties"],
+                    "PropertyFiles": hit.get("PropertyFiles", {}),
+                    "Metrics": hit.get("Metrics", {}),
+                    "CacheKey": key,
+                    "Cached": True,
+                    "CacheHitResult": {
+                        "SourcePipelineExecutionId": hit["ExecutionId"],
+                        "SourcePipelineExecutionArn": hit["ExecutionArn"],
+                    },
+                }
+        job_name = f"pipelines-{execution_id}-{node.name}".lower()[:63]
+        if node.type == "Processing":
+            result = jobs.run_processing(node.name, job_name, arguments)
+        else:
+            result = jobs.run_training(node.name, job_name, arguments)
+        properties = _jsonable(result.properties)
+        property_files = {}
+        outputs = {
+            o["OutputName"]: o["S3Output"]["S3Uri"]
+            for o in arguments.get("ProcessingOutputConfig", {}).get("Outputs", [])
+            if "S3Output" in o
+        }
+        for pf in node.definition.get("PropertyFiles", []):
+            property_files[pf["PropertyFileName"]] = (
+                outputs[pf["OutputName"]].rstrip("/") + "/" + pf["FilePath"].lstrip("/")
+            )
+        scope.steps[node.name] = properties
+        scope.property_files[node.name] = property_files
+        return {
+            "Properties": properties,
+            "PropertyFiles": property_files,
+            "Metrics": result.metrics,
+            "Logs": [str(p) for p in result.logs],
+            "CacheKey": key,
+            "Cached": False,
+        }
+
+    def _cache_key(self, node: StepNode, arguments: Mapping[str, Any]) -> str:
+        """SageMaker's cache key attributes for the step type, plus the content of every
+        object the step reads (so changed data or code never hits a stale cache)."""
+        keyed = {name: arguments.get(name) for name in CACHE_KEYS[node.type]}
+        contents = {}
+        for uri in sorted(_input_uris(node.type, arguments)):
+            contents[uri] = self.store.content_hash(uri) if self.store.objects(uri) else "missing"
+        payload = json.dumps(
+            {"type": node.type, "arguments": keyed, "contents": contents},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def _cache_lookup(self, step: str, key: str, expire_after: timedelta) -> dict | None:
+        oldest = datetime.now(UTC) - expire_after
+        for execution in self.executions():
+            for s in execution.get("Steps", []):
+                if (
+                    s.get("StepName") == step
+                    and s.get("StepStatus") == "Succeeded"
+                    and s.get("CacheKey") == key
+                    and datetime.fromisoformat(s.get("EndTime", "1970-01-01T00:00:00+00:00"))
+                    >= oldest
+                    and self._outputs_present(s.get("Properties", {}))
+                ):
+                    source = s.get("CacheHitResult") or {}
+                    return {
+                        **s,
+                        "ExecutionId": source.get(
+                            "SourcePipelineExecutionId", execution["PipelineExecutionId"]
+                        ),
+                        "ExecutionArn": source.get(
+                            "SourcePipelineExecutionArn", execution["PipelineExecutionArn"]
+                        ),
+                    }
+        return None
+
+    def _outputs_present(self, properties: Mapping[str, Any]) -> bool:
+        uris = [
+            o["S3Output"]["S3Uri"]
+            for o in properties.get("ProcessingOutputConfig", {}).get("Outputs", [])
+            if "S3Output" in o
+        ]
+        model = properties.get("ModelArtifacts", {}).get("S3ModelArtifacts")
+        if model:
+            uris.append(model)
+        return all(self.store.objects(u) for u in uris)
+
+
+def _input_uris(step_type: str, arguments: Mapping[str, Any]) -> list[str]:
+    if step_type == "Processing":
+        return [
+            i["S3Input"]["S3Uri"] for i in arguments.get("ProcessingInputs", []) if "S3Input" in i
+        ]
+    uris = [
+        c["DataSource"]["S3DataSource"]["S3Uri"]
+        for c in arguments.get("InputDataConfig", [])
+        if "S3DataSource" in c.get("DataSource", {})
+    ]
+    submit = (arguments.get("HyperParameters") or {}).get("sagemaker_submit_directory")
+    if isinstance(submit, str) and submit.startswith("s3://"):
+        uris.append(submit)
+    return uris
+
+
+def _clock() -> str:
+    return datetime.now().strftime("%H:%M:%S")

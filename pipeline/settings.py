@@ -1,0 +1,113 @@
+"""Everything the pipeline definition depends on besides the code: one frozen dataclass.
+
+Values pass through unchanged, so the CDK app can hand in CloudFormation placeholders such as
+`${BucketName}` or `${PipelineRoleArn}` and wrap the resulting JSON in Fn::Sub; the local
+runner hands in local values (bucket `bincount-local`, account 000000000000).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# GPUs per instance for the training types we expect; drives the torchrun default.
+GPUS_PER_INSTANCE = {
+    "ml.g4dn.xlarge": 1,
+    "ml.g4dn.2xlarge": 1,
+    "ml.g4dn.12xlarge": 4,
+    "ml.g5.xlarge": 1,
+    "ml.g5.2xlarge": 1,
+    "ml.g5.12xlarge": 4,
+    "ml.g5.48xlarge": 8,
+    "ml.g6.xlarge": 1,
+    "ml.g6.12xlarge": 4,
+    "ml.p3.2xlarge": 1,
+    "ml.p3.8xlarge": 4,
+    "ml.p3.16xlarge": 8,
+    "ml.p4d.24xlarge": 8,
+    "ml.p5.48xlarge": 8,
+}
+
+
+@dataclass(frozen=True)
+class ParameterDefaults:
+    """Defaults of the pipeline parameters a person can override per execution."""
+
+    processing_instance_type: str = "ml.m5.2xlarge"
+    processing_instance_count: int = 1
+    training_instance_type: str = "ml.g4dn.xlarge"
+    training_instance_count: int = 1
+    epochs: int = 15
+    learning_rate: float = 0.001
+    batch_size: int = 64
+    image_size: int = 224
+    architecture: str = "resnet34"
+    source_uri: str = "s3://aft-vbi-pds"
+    file_list_uri: str = "bundled"
+    per_class_cap: int = 0
+    accuracy_threshold: float = 0.5
+    model_approval_status: str = "PendingManualApproval"
+    endpoint_name: str = "bincount"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the pipeline lives and what it may use. Equal settings give byte-equal JSON."""
+
+    pipeline_name: str = "bincount"
+    region: str = "us-east-1"
+    bucket: str = "bincount-artifacts"
+    prefix: str = "bincount"
+    role_arn: str = "arn:aws:iam::000000000000:role/bincount-pipeline"
+    # The jobs' execution role; the pipeline role when left empty.
+    job_role_arn: str = ""
+    model_package_group_name: str = "bincount"
+    deployer_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:bincount-deployer"
+    # KMS key (id or ARN) for job volumes and job outputs; none when empty.
+    kms_key: str = ""
+    staging_dir: Path = REPO_ROOT / "build" / "staging"
+    subnets: tuple[str, ...] = ()
+    security_group_ids: tuple[str, ...] = ()
+    network_isolation: bool = False
+    spot: bool = False
+    # torchrun in the training container: None = on when the default training instance type
+    # has more than one GPU. The instance type parameter can change per execution; this cannot.
+    torch_distributed: bool | None = None
+    framework_version: str = "2.6.0"
+    py_version: str = "py312"
+    inference_instance_types: tuple[str, ...] = ("ml.m5.large", "ml.m5.xlarge", "ml.g4dn.xlarge")
+    max_training_seconds: int = 4 * 3600
+    max_spot_wait_seconds: int = 8 * 3600
+    cache_expire_after: str = "P30D"
+    defaults: ParameterDefaults = field(default_factory=ParameterDefaults)
+
+    def __post_init__(self) -> None:
+        for name in ("pipeline_name", "region", "bucket", "role_arn", "model_package_group_name"):
+            if not getattr(self, name):
+                raise ValueError(f"Settings.{name} must not be empty")
+        if self.prefix.startswith("/") or self.prefix.endswith("/"):
+            raise ValueError(f"Settings.prefix must not start or end with '/': {self.prefix!r}")
+        if bool(self.subnets) != bool(self.security_group_ids):
+            raise ValueError("Settings.subnets and Settings.security_group_ids go together")
+        object.__setattr__(self, "staging_dir", Path(self.staging_dir))
+
+    @property
+    def jobs_role_arn(self) -> str:
+        return self.job_role_arn or self.role_arn
+
+    @property
+    def use_torch_distributed(self) -> bool:
+        if self.torch_distributed is not None:
+            return self.torch_distributed
+        return GPUS_PER_INSTANCE.get(self.defaults.training_instance_type, 1) > 1
+
+    def s3_uri(self, *parts: str) -> str:
+        """s3://bucket/prefix/parts..."""
+        key = "/".join(p.strip("/") for p in (self.prefix, *parts) if p)
+        return f"s3://{self.bucket}/{key}"
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,291 @@
+"""Evaluate step: judge the trained model on the held-out test split.
+
+Runs as a SageMaker Processing script (and locally the same way):
+
+    python evaluate.py --model-dir /opt/ml/processing/model --test-dir /opt/ml/processing/test \
+        --output-dir /opt/ml/processing/evaluation
+
+The model is loaded through its own `code/inference.py` (model_fn, predict_fn), so what is
+judged is exactly what will serve. Writes `evaluation.json` in SageMaker's model-quality format
+(what the quality gate reads and the registry shows), `confusion_matrix.png` and
+`predictions.csv`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import io
+import json
+import math
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+
+class EvaluationError(RuntimeError):
+    """What is wrong with the model or the test split, said plainly."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model-dir", type=Path, required=True, help="model.tar.gz, or its contents")
+    p.add_argument("--test-dir", type=Path, required=True, help="Prepare's test shards (*.npz)")
+    p.add_argument("--output-dir", type=Path, required=True)
+    p.add_argument("--batch-size", type=int, default=256)
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    return args
+
+
+# --- the model, through its serving code ---------------------------------------------------
+
+
+def unpack_model(model_dir: Path, scratch: Path) -> Path:
+    """The folder holding model.json: `model_dir` itself, or `model.tar.gz` unpacked."""
+    if (model_dir / "model.json").is_file():
+        return model_dir
+    archives = sorted(model_dir.glob("*.tar.gz")) if model_dir.is_dir() else []
+    if len(archives) != 1:
+        found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else "nothing"
+        raise EvaluationError(
+            f"{model_dir} holds neither model.json nor exactly one model.tar.gz (found: {found})"
+        )
+    try:
+        with tarfile.open(archives[0]) as tar:
+            tar.extractall(scratch, filter="data")  # refuses absolute paths and links out
+    except (tarfile.TarError, OSError) as exc:
+        raise EvaluationError(f"{archives[0]} is not a readable model archive: {exc}") from None
+    if not (scratch / "model.json").is_file():
+        raise EvaluationError(f"{archives[0]} has no model.json at its top level")
+    return scratch
+
+
+def load_serving_code(model_root: Path) -> ModuleType:
+    """Import the model's own code/inference.py (and its sibling imports) as the server would."""
+    code = model_root / "code"
+    entry = code / "inference.py"
+    if not entry.is_file():
+        raise EvaluationError(f"{model_root} has no code/inference.py to load the model with")
+    sys.path.insert(0, str(code))
+    spec = importlib.util.spec_from_file_location("bincount_model_inference", entry)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the test split ------------------------------------------------------------------------
+
+
+def find_test_shards(test_dir: Path) -> list[Path]:
+    shards = sorted(test_dir.glob("*.npz")) if test_dir.is_dir() else []
+    if not shards:
+        raise EvaluationError(
+            f"no test shards (*.npz) in {test_dir}: did Prepare write a test split?"
+        )
+    return shards
+
+
+def predict_split(serving: ModuleType, model: Any, shards: list[Path], batch_size: int):
+    """(ids, true counts, predicted counts, probabilities) over every shard, batch by batch."""
+    import torch
+
+    ids: list[str] = []
+    truth: list[int] = []
+    predicted: list[int] = []
+    probabilities: list[np.ndarray] = []
+    for shard in shards:
+        try:
+            with np.load(shard) as data:
+                images, labels, shard_ids = data["images"], data["labels"], data["ids"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise EvaluationError(f"test shard {shard.name} is unreadable: {exc}") from None
+        for start in range(0, len(labels), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            out = serving.predict_fn(batch, model)
+            predicted.extend(int(c) for c in out["counts"])
+            probabilities.append(out["probabilities"].numpy())
+        truth.extend(int(c) for c in labels)
+        ids.extend(str(i) for i in shard_ids)
+    return ids, np.asarray(truth), np.asarray(predicted), np.concatenate(probabilities)
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def classification_metrics(truth: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict:
+    """SageMaker's `multiclass_classification_metrics`, weighted by each class's support."""
+    n = len(truth)
+    accuracy = _ratio((truth == pred).sum(), n)
+    support = {c: int((truth == c).sum()) for c in classes}
+    precision = recall = f1 = 0.0
+    for c in classes:
+        tp = int(((pred == c) & (truth == c)).sum())
+        p = _ratio(tp, (pred == c).sum())
+        r = _ratio(tp, support[c])
+        w = _ratio(support[c], n)
+        precision += w * p
+        recall += w * r
+        f1 += w * _ratio(2 * p * r, p + r)
+    confusion = {
+        str(t): {str(q): int(((truth == t) & (pred == q)).sum()) for q in classes} for t in classes
+    }
+    return {
+        "accuracy": {
+            "value": accuracy,
+            # Binomial standard error of the accuracy over n test images.
+            "standard_deviation": math.sqrt(accuracy * (1 - accuracy) / n) if n else 0.0,
+        },
+        "weighted_precision": {"value": precision},
+        "weighted_recall": {"value": recall},
+        "weighted_f1": {"value": f1},
+        "confusion_matrix": confusion,
+    }
+
+
+def counting_metrics(truth: np.ndarray, pred: np.ndarray) -> dict:
+    error = (pred - truth).astype(np.float64)
+    return {
+        "rmse": {"value": float(np.sqrt((error**2).mean()))},
+        "mae": {"value": float(np.abs(error).mean())},
+        "within_one_accuracy": {"value": float((np.abs(error) <= 1).mean())},
+    }
+
+
+def majority_baseline(truth: np.ndarray, classes: list[int]) -> dict:
+    """Always answering the test split's most common count: what the model must beat."""
+    majority = max(classes, key=lambda c: ((truth == c).sum(), -c))
+    error = (majority - truth).astype(np.float64)
+    return {
+        "majority_class": int(majority),
+        "accuracy": float((truth == majority).mean()),
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+    }
+
+
+def build_report(truth: np.ndarray, pred: np.ndarray, classes: list[int], meta: dict) -> dict:
+    return {
+        "multiclass_classification_metrics": classification_metrics(truth, pred, classes),
+        "counting_metrics": counting_metrics(truth, pred),
+        "per_class_accuracy": {
+            str(c): _ratio(((truth == c) & (pred == c)).sum(), (truth == c).sum()) for c in classes
+        },
+        "baseline": majority_baseline(truth, classes),
+        "test_images": len(truth),
+        "model": {k: meta.get(k) for k in ("arch", "image_size", "version")},
+    }
+
+
+# --- outputs -------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def confusion_png(confusion: dict, accuracy: float) -> bytes | None:
+    """The matrix as a picture; None where the image lacks matplotlib (the report still stands)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("evaluate: matplotlib is not installed here; skipping confusion_matrix.png")
+        return None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(confusion)
+    grid = np.array([[confusion[t][q] for q in labels] for t in labels])
+    fig, ax = plt.subplots(figsize=(5, 4.4))
+    ax.imshow(grid, cmap="Blues")
+    for (i, j), value in np.ndenumerate(grid):
+        colour = "white" if value > grid.max() / 2 else "black"
+        ax.text(j, i, str(value), ha="center", va="center", color=colour)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted count")
+    ax.set_ylabel("true count")
+    ax.set_title(f"Test confusion matrix (accuracy {accuracy:.3f})")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def predictions_csv(ids, truth, pred, probabilities, classes) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "label", "predicted", *(f"p{c}" for c in classes)])
+    for row in zip(ids, truth, pred, probabilities, strict=True):
+        writer.writerow([row[0], int(row[1]), int(row[2]), *(f"{p:.5f}" for p in row[3])])
+    return buf.getvalue().encode()
+
+
+def evaluate(model_dir: Path, test_dir: Path, output_dir: Path, batch_size: int = 256) -> dict:
+    """Write evaluation.json, confusion_matrix.png and predictions.csv; return the report."""
+    started = time.perf_counter()
+    shards = find_test_shards(test_dir)
+    with tempfile.TemporaryDirectory(prefix="bincount-model-") as scratch:
+        root = unpack_model(model_dir, Path(scratch))
+        meta = json.loads((root / "model.json").read_text(encoding="utf-8"))
+        serving = load_serving_code(root)
+        model = serving.model_fn(str(root))
+        ids, truth, pred, probabilities = predict_split(serving, model, shards, batch_size)
+    classes = [int(c) for c in meta["counts"]]
+    unknown = sorted(set(truth.tolist()) - set(classes))
+    if unknown:
+        raise EvaluationError(f"test labels {unknown} are outside the model's counts {classes}")
+    report = build_report(truth, pred, classes, meta)
+    report["seconds"] = round(time.perf_counter() - started, 3)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    metrics = report["multiclass_classification_metrics"]
+    png = confusion_png(metrics["confusion_matrix"], metrics["accuracy"]["value"])
+    if png is not None:
+        _atomic_write(output_dir / "confusion_matrix.png", png)
+    _atomic_write(
+        output_dir / "predictions.csv", predictions_csv(ids, truth, pred, probabilities, classes)
+    )
+    # Last, so a report on disk always comes with its plot and predictions.
+    _atomic_write(output_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = evaluate(args.model_dir, args.test_dir, args.output_dir, args.batch_size)
+    except EvaluationError as exc:
+        print(f"evaluate: {exc}", file=sys.stderr)
+        return 2
+    accuracy = report["multiclass_classification_metrics"]["accuracy"]["value"]
+    baseline = report["baseline"]
+    print(
+        f"evaluate: {report['test_images']} test images: accuracy={accuracy:.4f} "
+        f"mae={report['counting_metrics']['mae']['value']:.4f} "
+        f"(majority baseline: count {baseline['majority_class']}, "
+        f"accuracy={baseline['accuracy']:.4f} mae={baseline['mae']:.4f}) -> {args.output_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

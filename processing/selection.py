@@ -1,0 +1,138 @@
+"""Which images Prepare takes: the bundled published list, a scan of metadata/, or a list file.
+
+A list maps a count (the class, as a string key) to metadata paths, e.g.
+`{"1": ["data/metadata/00710.json", ...]}`; the id is the file name without `.json` and
+stays a string (`01044` and `1044` are different images). The selection is returned in a
+fixed order (by a hash of the id), so shards are reproducible and mix the classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from botocore.exceptions import ClientError
+from sources import ObjectMissing, read_uri
+
+log = logging.getLogger("prepare")
+BUNDLED_LIST = Path(__file__).resolve().parent / "file_list.json"
+
+
+@dataclass(frozen=True)
+class Item:
+    image_id: str
+    label: int  # the count the selection claims; metadata's EXPECTED_QUANTITY is checked later
+    from_metadata: bool = False  # True when `label` was read from the metadata itself (scan)
+
+
+def order_key(image_id: str) -> bytes:
+    return hashlib.blake2b(image_id.encode(), digest_size=8, person=b"bincount-order").digest()
+
+
+def parse_file_list(payload: bytes, origin: str) -> list[Item]:
+    """Items of a list in the published format; SystemExit naming the problem and the file."""
+    try:
+        listing = json.loads(payload)
+    except ValueError as err:
+        raise SystemExit(f"prepare: file list {origin} is not valid JSON: {err}") from err
+    if not isinstance(listing, dict):
+        raise SystemExit(
+            f"prepare: file list {origin} must be an object mapping counts to metadata paths, "
+            f"got {type(listing).__name__}"
+        )
+    items: dict[str, Item] = {}
+    for key, paths in listing.items():
+        if not (isinstance(key, str) and key.isdigit()):
+            raise SystemExit(f"prepare: file list {origin}: class key {key!r} is not a count")
+        if not isinstance(paths, list):
+            raise SystemExit(f"prepare: file list {origin}: class {key} must map to a list")
+        for path in paths:
+            name = PurePosixPath(path).name if isinstance(path, str) else ""
+            if not name.endswith(".json") or name == ".json":
+                raise SystemExit(
+                    f"prepare: file list {origin}: class {key}: {path!r} is not a path to "
+                    "metadata/<id>.json"
+                )
+            image_id = name.removesuffix(".json")
+            previous = items.get(image_id)
+            if previous is not None and previous.label != int(key):
+                raise SystemExit(
+                    f"prepare: file list {origin}: image {image_id} is listed under both "
+                    f"{previous.label} and {key}"
+                )
+            items[image_id] = Item(image_id, int(key))
+    return sorted(items.values(), key=lambda item: order_key(item.image_id))
+
+
+def load_file_list(selector: str) -> list[Item]:
+    """`bundled`, or a path / s3:// URI of a list in the published format."""
+    origin = str(BUNDLED_LIST) if selector == "bundled" else selector
+    try:
+        payload = read_uri(origin)
+    except (OSError, ObjectMissing, ClientError) as err:
+        raise SystemExit(f"prepare: cannot read file list {origin}: {err}") from err
+    return parse_file_list(payload, origin)
+
+
+def in_range(items: Iterable[Item], min_count: int, max_count: int) -> list[Item]:
+    return [item for item in items if min_count <= item.label <= max_count]
+
+
+def scan(
+    list_names: Callable[[str], Iterable[str]],
+    read: Callable[[str], bytes],
+    min_count: int,
+    max_count: int,
+    per_class_cap: int,
+    workers: int,
+) -> list[Item]:
+    """List metadata/, read metadata in hash order, keep counts in range, cap each class.
+
+    Every host computes the same selection (same hash order, same stopping point); reading
+    stops as soon as every class in range is full, so a small cap reads little.
+    """
+    ids = [n.removesuffix(".json") for n in list_names("metadata") if n.endswith(".json")]
+    ids.sort(key=order_key)
+    log.info("scan: %d metadata files listed", len(ids))
+    wanted = range(min_count, max_count + 1)
+    taken: dict[int, list[Item]] = {count: [] for count in wanted}
+
+    def quantity(image_id: str) -> int | None:
+        try:
+            meta = json.loads(read(f"metadata/{image_id}.json"))
+            return int(meta["EXPECTED_QUANTITY"])
+        except Exception:  # unreadable or unreachable metadata: not selectable, never fatal
+            return None
+
+    def full() -> bool:
+        return per_class_cap > 0 and all(len(v) >= per_class_cap for v in taken.values())
+
+    batch = max(256, workers * 8)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            for image_id, count in zip(chunk, pool.map(quantity, chunk), strict=True):
+                if count in taken and (per_class_cap <= 0 or len(taken[count]) < per_class_cap):
+                    taken[count].append(Item(image_id, count, from_metadata=True))
+            if full():
+                break
+    chosen = [item for count in wanted for item in taken[count]]
+    return sorted(chosen, key=lambda item: order_key(item.image_id))
+
+
+def cap_per_class(items: list[Item], per_class_cap: int) -> list[Item]:
+    """At most `per_class_cap` per class, taken in the (hash) order of `items`; 0 = no cap."""
+    if per_class_cap <= 0:
+        return items
+    seen: dict[int, int] = {}
+    kept = []
+    for item in items:
+        if seen.get(item.label, 0) < per_class_cap:
+            seen[item.label] = seen.get(item.label, 0) + 1
+            kept.append(item)
+    return kept

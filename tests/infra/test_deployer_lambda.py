@@ -1,0 +1,331 @@
+"""The deployer against moto's SageMaker and Application Auto Scaling.
+
+moto has no UpdateEndpoint, so exactly that one call is stood in for: it records the request
+and switches moto's endpoint to the new config, as a finished blue/green update would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.sagemaker.models import sagemaker_backends
+
+from infra.deployer_lambda.deployer import (
+    PACKAGE_TAG,
+    Clients,
+    Config,
+    DeployError,
+    handle,
+    live_package_arn,
+    resource_name,
+    storage_accepts_kms,
+)
+
+REGION = "us-east-1"
+GROUP = "bincount-dev"
+ENDPOINT = "bincount-dev"
+IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.6.0-cpu-py312"
+
+
+class UpdateEndpointStandIn:
+    """moto's SageMaker client with update_endpoint (which moto lacks) stood in for."""
+
+    def __init__(self, client):
+        self._client = client
+        self.calls: list[tuple[str, dict]] = []
+        self.updates: list[dict] = []
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+
+        def recorded(**kwargs):
+            self.calls.append((name, kwargs))
+            return method(**kwargs)
+
+        return recorded
+
+    def update_endpoint(self, **kwargs):
+        self.calls.append(("update_endpoint", kwargs))
+        self.updates.append(kwargs)
+        endpoint = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[kwargs["EndpointName"]]
+        endpoint.endpoint_config_name = kwargs["EndpointConfigName"]
+        return {"EndpointArn": endpoint.arn}
+
+    def created(self) -> list[str]:
+        return [name for name, _ in self.calls if name.startswith("create_")]
+
+
+@pytest.fixture
+def aws(no_network):
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name=REGION)
+        sm.create_model_package_group(ModelPackageGroupName=GROUP)
+        yield sm, boto3.client("application-autoscaling", region_name=REGION)
+
+
+@pytest.fixture
+def sagemaker(aws):
+    return UpdateEndpointStandIn(aws[0])
+
+
+@pytest.fixture
+def clients(sagemaker, aws):
+    return Clients(sagemaker=sagemaker, autoscaling=aws[1], sleep=lambda s: None)
+
+
+@pytest.fixture
+def config():
+    return Config(
+        endpoint_name=ENDPOINT,
+        model_role_arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/bincount-jobs",
+        data_capture_uri="s3://bincount-data/data-capture/bincount-dev",
+        kms_key_arn=f"arn:aws:kms:{REGION}:{DEFAULT_ACCOUNT_ID}:key/1234",
+        alarm_names=("bincount-dev-5xx", "bincount-dev-latency"),
+        instance_count=2,
+    )
+
+
+def register(sm, status: str) -> str:
+    return sm.create_model_package(
+        ModelPackageGroupName=GROUP,
+        ModelApprovalStatus=status,
+        InferenceSpecification={
+            "Containers": [
+                {
+                    "Image": IMAGE,
+                    "ModelDataUrl": "s3://bincount-data/bincount/executions/x/Train/model.tar.gz",
+                    "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
+                }
+            ],
+            "SupportedContentTypes": ["image/jpeg"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    )["ModelPackageArn"]
+
+
+def step_event(arn: str) -> dict:
+    return {"model_package_arn": arn, "endpoint_name": ENDPOINT}
+
+
+def state_change(arn: str, status: str) -> dict:
+    return {
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Model Package State Change",
+        "resources": [arn],
+        "detail": {
+            "ModelPackageGroupName": GROUP,
+            "ModelPackageArn": arn,
+            "ModelApprovalStatus": status,
+        },
+    }
+
+
+def test_first_approved_version_creates_model_config_and_endpoint(aws, clients, config):
+    sm, autoscaling = aws
+    arn = register(sm, "Approved")
+
+    result = handle(step_event(arn), clients, config)
+
+    package = sm.describe_model_package(ModelPackageName=arn)
+    name = resource_name(ENDPOINT, package)
+    assert result == {
+        "endpoint_name": ENDPOINT,
+        "model_package_arn": arn,
+        "status": "deployed",
+        "endpoint_config_name": name,
+    }
+    model = sm.describe_model(ModelName=name)
+    assert model["PrimaryContainer"]["Environment"] == {
+        "SAGEMAKER_PROGRAM": "inference.py",
+        "BINCOUNT_MODEL_VERSION": arn,
+    }
+    assert model["ExecutionRoleArn"] == config.model_role_arn
+    endpoint_config = sm.describe_endpoint_config(EndpointConfigName=name)
+    capture = endpoint_config["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"] == config.data_capture_uri
+    assert capture["KmsKeyId"] == config.kms_key_arn
+    assert endpoint_config["KmsKeyId"] == config.kms_key_arn  # ml.m5.large takes a key
+    assert endpoint_config["ProductionVariants"][0]["InitialInstanceCount"] == 2
+    assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == name
+    assert live_package_arn(ENDPOINT, clients) == arn
+    (target,) = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"
+    ]
+    assert target["ResourceId"] == f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 2)
+    (policy,) = autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")[
+        "ScalingPolicies"
+    ]
+    spec = policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]
+    assert spec["PredefinedMetricType"] == "SageMakerVariantInvocationsPerInstance"
+
+
+def test_deploying_the_live_version_again_creates_nothing(aws, sagemaker, clients, config):
+    arn = register(aws[0], "Approved")
+    handle(step_event(arn), clients, config)
+    sagemaker.calls.clear()
+
+    again = handle(state_change(arn, "Approved"), clients, config)
+
+    assert again["status"] == "unchanged"
+    assert sagemaker.created() == []
+    assert sagemaker.updates == []
+
+
+def test_new_version_updates_blue_green_with_canary_and_alarm_rollback(
+    aws, sagemaker, clients, config
+):
+    sm = aws[0]
+    first = register(sm, "Approved")
+    handle(step_event(first), clients, config)
+    second = register(sm, "Approved")
+
+    result = handle(state_change(second, "Approved"), clients, config)
+
+    assert result["status"] == "deployed"
+    (update,) = sagemaker.updates
+    assert update["EndpointConfigName"] == resource_name(
+        ENDPOINT, sm.describe_model_package(ModelPackageName=second)
+    )
+    policy = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"]["Type"] == "CANARY"
+    assert update["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"] == [
+        {"AlarmName": "bincount-dev-5xx"},
+        {"AlarmName": "bincount-dev-latency"},
+    ]
+    assert live_package_arn(ENDPOINT, clients) == second
+
+
+@pytest.mark.parametrize("status", ["PendingManualApproval", "Rejected"])
+def test_anything_not_approved_is_refused_without_touching_anything(
+    aws, sagemaker, clients, config, status
+):
+    arn = register(aws[0], status)
+
+    result = handle(step_event(arn), clients, config)
+
+    assert result["status"] == "skipped"
+    assert status in result["reason"]
+    assert sagemaker.created() == [] and sagemaker.updates == []
+
+
+def test_rejecting_the_live_version_rolls_back_to_the_newest_other_approved(
+    aws, sagemaker, clients, config
+):
+    sm = aws[0]
+    oldest = register(sm, "Approved")
+    newer = register(sm, "Approved")
+    register(sm, "PendingManualApproval")
+    live = register(sm, "Approved")
+    for arn in (oldest, newer, live):
+        handle(step_event(arn), clients, config)
+    assert live_package_arn(ENDPOINT, clients) == live
+    sm.update_model_package(ModelPackageArn=live, ModelApprovalStatus="Rejected")
+
+    result = handle(state_change(live, "Rejected"), clients, config)
+
+    assert result["status"] == "rolled_back"
+    assert result["model_package_arn"] == newer
+    assert result["rejected_model_package_arn"] == live
+    assert live_package_arn(ENDPOINT, clients) == newer
+
+
+def test_rejecting_a_version_that_is_not_live_changes_nothing(aws, sagemaker, clients, config):
+    sm = aws[0]
+    live = register(sm, "Approved")
+    handle(step_event(live), clients, config)
+    other = register(sm, "Rejected")
+    sagemaker.calls.clear()
+
+    result = handle(state_change(other, "Rejected"), clients, config)
+
+    assert result["status"] == "skipped"
+    assert sagemaker.created() == [] and sagemaker.updates == []
+    assert live_package_arn(ENDPOINT, clients) == live
+
+
+def test_tags_name_the_package_on_what_it_creates(aws, clients, config):
+    sm = aws[0]
+    arn = register(sm, "Approved")
+    handle(step_event(arn), clients, config)
+    name = resource_name(ENDPOINT, sm.describe_model_package(ModelPackageName=arn))
+    model_arn = sm.describe_model(ModelName=name)["ModelArn"]
+    assert {"Key": PACKAGE_TAG, "Value": arn} in sm.list_tags(ResourceArn=model_arn)["Tags"]
+
+
+def test_unknown_events_and_bad_config_say_what_is_wrong(clients, config):
+    with pytest.raises(ValueError, match="unsupported event"):
+        handle({"hello": "world"}, clients, config)
+    with pytest.raises(ValueError, match="ENDPOINT_NAME"):
+        Config.from_env({})
+    with pytest.raises(ValueError, match="MIN_CAPACITY"):
+        Config.from_env(
+            {
+                "ENDPOINT_NAME": "e",
+                "MODEL_ROLE_ARN": "arn:aws:iam::1:role/r",
+                "DATA_CAPTURE_URI": "s3://b/p",
+                "MIN_CAPACITY": "two",
+            }
+        )
+
+
+def test_config_from_lambda_environment():
+    config = Config.from_env(
+        {
+            "ENDPOINT_NAME": "bincount",
+            "MODEL_ROLE_ARN": "arn:aws:iam::1:role/r",
+            "DATA_CAPTURE_URI": "s3://b/data-capture/bincount",
+            "ALARM_NAMES": "a,b",
+            "INSTANCE_COUNT": "3",
+            "SUBNETS": "subnet-1,subnet-2",
+            "SECURITY_GROUP_IDS": "sg-1",
+            "NETWORK_ISOLATION": "true",
+        }
+    )
+    assert config.alarm_names == ("a", "b")
+    assert config.instance_count == 3
+    assert config.subnets == ("subnet-1", "subnet-2")
+    assert config.network_isolation is True
+
+
+def test_names_are_deterministic_and_fit_sagemaker():
+    arn = "arn:aws:sagemaker:r:1:model-package/g/7"
+    package = {"ModelPackageArn": arn, "ModelPackageVersion": 7}
+    name = resource_name("e" * 80, package)
+    digest = hashlib.sha256(arn.encode()).hexdigest()[:8]
+    assert name == "e" * (63 - len(f"-v7-{digest}")) + f"-v7-{digest}"
+    assert len(name) == 63
+    assert resource_name("bincount", package) == f"bincount-v7-{digest}"
+
+
+def test_kms_on_endpoint_storage_only_where_the_instance_allows_it():
+    assert storage_accepts_kms("ml.m5.large")
+    assert storage_accepts_kms("ml.c5.xlarge")
+    assert not storage_accepts_kms("ml.g5.xlarge")
+    assert not storage_accepts_kms("ml.g4dn.xlarge")
+    assert not storage_accepts_kms("ml.m5d.large")
+
+
+def test_busy_endpoint_is_refused_clearly(aws, sagemaker, clients, config):
+    sm = aws[0]
+    handle(step_event(register(sm, "Approved")), clients, config)
+    backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend.endpoints[ENDPOINT].endpoint_status = "Updating"
+    with pytest.raises(DeployError, match="is Updating"):
+        handle(step_event(register(sm, "Approved")), clients, config)
+
+
+def test_single_instance_shifts_all_at_once(aws, sagemaker, clients, config):
+    from dataclasses import replace
+
+    one = replace(config, instance_count=1)
+    sm = aws[0]
+    handle(step_event(register(sm, "Approved")), clients, one)
+    handle(step_event(register(sm, "Approved")), clients, one)
+    (update,) = sagemaker.updates
+    routing = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "ALL_AT_ONCE"

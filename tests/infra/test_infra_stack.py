@@ -1,0 +1,272 @@
+"""The synthesized template: every resource and policy the stack promises."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from aws_cdk.assertions import Match
+
+from infra.config import StackConfig
+
+ENV = StackConfig.from_context(json.loads((__import__("app").CDK_JSON).read_text())["context"])
+
+
+def only(resources, kind):
+    found = resources.get(kind, [])
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def statements(template_json):
+    """Every IAM statement in the template: identity policies, roles and resource policies."""
+    for logical_id, resource in template_json["Resources"].items():
+        props = resource.get("Properties", {})
+        documents = [props.get("PolicyDocument"), props.get("KeyPolicy")]
+        documents += [p["PolicyDocument"] for p in props.get("Policies", [])]
+        for document in filter(None, documents):
+            for statement in document["Statement"]:
+                yield logical_id, statement
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def data_bucket(resources):
+    return next(p for i, p in resources["AWS::S3::Bucket"] if "KMSMasterKeyID" in json.dumps(p))
+
+
+def test_key_rotates_and_lets_cloudwatch_logs_use_it(resources):
+    _, key = only(resources, "AWS::KMS::Key")
+    assert key["EnableKeyRotation"] is True
+    logs = [
+        s for s in key["KeyPolicy"]["Statement"] if "logs." in json.dumps(s.get("Principal", {}))
+    ]
+    assert logs and "kms:GenerateDataKey*" in logs[0]["Action"]
+
+
+def test_data_bucket_is_kms_encrypted_private_versioned_and_logged(resources, template_json):
+    bucket = data_bucket(resources)
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    key_id = only(resources, "AWS::KMS::Key")[0]
+    assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == {
+        "Fn::GetAtt": [key_id, "Arn"]
+    }
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    log_bucket_ref = bucket["LoggingConfiguration"]["DestinationBucketName"]["Ref"]
+    log_bucket = template_json["Resources"][log_bucket_ref]["Properties"]
+    (log_rule,) = log_bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert log_rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert log_bucket["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
+
+
+def test_lifecycle_expires_execution_outputs_and_noncurrent_versions(resources):
+    rules = {r["Id"]: r for r in data_bucket(resources)["LifecycleConfiguration"]["Rules"]}
+    outputs = rules["ExpireExecutionOutputs"]
+    assert outputs["Prefix"] == f"{ENV.s3_prefix}/executions/"
+    assert outputs["ExpirationInDays"] == ENV.execution_outputs_days
+    noncurrent = rules["ExpireNoncurrentVersions"]
+    assert noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"] == ENV.noncurrent_days
+
+
+def test_both_bucket_policies_deny_requests_without_tls(resources):
+    # The one s3:* in the template: a Deny of every action over plain HTTP.
+    policies = resources["AWS::S3::BucketPolicy"]
+    assert len(policies) == 2
+    for _, policy in policies:
+        denials = [
+            s
+            for s in policy["PolicyDocument"]["Statement"]
+            if s["Effect"] == "Deny"
+            and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+        ]
+        assert denials, f"no TLS-only statement in {policy['Bucket']}"
+
+
+def test_removal_follows_the_context_and_defaults_to_retain(template_json):
+    assert StackConfig().removal == "retain"
+    expected = {"destroy": "Delete", "retain": "Retain"}[ENV.removal]
+    for kind in ("AWS::S3::Bucket", "AWS::KMS::Key"):
+        for logical_id, resource in template_json["Resources"].items():
+            if resource["Type"] == kind:
+                assert resource["DeletionPolicy"] == expected, logical_id
+
+
+def test_no_wildcard_s3_action_and_no_managed_full_access(template_json):
+    allows = [(i, s) for i, s in statements(template_json) if s["Effect"] == "Allow"]
+    assert len(allows) > 30
+    for logical_id, statement in allows:
+        for action in as_list(statement.get("Action", [])):
+            if action.lower().startswith("s3:"):
+                assert "*" not in action, f"{logical_id}: wildcard S3 action {action}"
+    for logical_id, resource in template_json["Resources"].items():
+        for arn in resource.get("Properties", {}).get("ManagedPolicyArns", []):
+            assert "FullAccess" not in json.dumps(arn), f"{logical_id} uses {arn}"
+
+
+def test_pass_role_only_for_the_job_role_to_sagemaker(template_json, resources):
+    job_role = next(i for i, _ in resources["AWS::IAM::Role"] if i.startswith("RolesJobRole"))
+    passes = [s for _, s in statements(template_json) if "iam:PassRole" in as_list(s["Action"])]
+    assert len(passes) == 2  # the pipeline (jobs) and the deployer (model)
+    for statement in passes:
+        assert statement["Resource"] == {"Fn::GetAtt": [job_role, "Arn"]}
+        assert statement["Condition"] == {
+            "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+        }
+
+
+def test_job_role_reads_the_public_dataset_and_pulls_pytorch_images(template_json):
+    job = {s["Sid"]: s for i, s in statements(template_json) if i.startswith("RolesJobRoleDefault")}
+    public = json.dumps(job["ReadPublicBinImages"]["Resource"])
+    assert ":s3:::aft-vbi-pds" in public and ":s3:::aft-vbi-pds/*" in public
+    assert sorted(job["ReadPublicBinImages"]["Action"]) == ["s3:GetObject", "s3:ListBucket"]
+    images = json.dumps(job["PullFrameworkImages"]["Resource"])
+    assert f":ecr:{ENV.region}:763104351884:repository/pytorch-training" in images
+    assert job["SageMakerMetrics"]["Condition"] == {
+        "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}
+    }
+    assert ":log-group:/aws/sagemaker/*" in json.dumps(job["SageMakerLogs"]["Resource"])
+
+
+def test_pipeline_role_invokes_only_the_deployer(template_json, resources):
+    invokes = [
+        (i, s)
+        for i, s in statements(template_json)
+        if "lambda:InvokeFunction" in as_list(s["Action"])
+    ]
+    assert len(invokes) == 1
+    logical_id, statement = invokes[0]
+    assert logical_id.startswith("RolesPipelineRoleDefault")
+    deployer = next(
+        i for i, p in resources["AWS::Lambda::Function"] if p["Runtime"] == "python3.14"
+    )
+    assert statement["Resource"] == {"Fn::GetAtt": [deployer, "Arn"]}
+
+
+def test_model_package_group_outlives_the_stack(template_json):
+    (group,) = [
+        r
+        for r in template_json["Resources"].values()
+        if r["Type"] == "AWS::SageMaker::ModelPackageGroup"
+    ]
+    assert group["DeletionPolicy"] == "Retain"
+    assert group["Properties"]["ModelPackageGroupName"] == ENV.resource_prefix
+
+
+def test_deployer_lambda_runs_python_3_14_with_its_settings(template):
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Runtime": "python3.14",
+            "Handler": "deployer.handler",
+            "Timeout": 900,
+            "Environment": {
+                "Variables": Match.object_like(
+                    {
+                        "ENDPOINT_NAME": ENV.endpoint_name,
+                        "INSTANCE_TYPE": ENV.endpoint_instance_type,
+                        "ALARM_NAMES": f"{ENV.resource_prefix}-{ENV.endpoint_name}-invocation-5xx,"
+                        f"{ENV.resource_prefix}-{ENV.endpoint_name}-model-latency",
+                        "MIN_CAPACITY": str(ENV.autoscaling_min),
+                        "MAX_CAPACITY": str(ENV.autoscaling_max),
+                    }
+                )
+            },
+        },
+    )
+    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+
+
+def test_approval_rule_filters_this_group_and_the_decisions(resources):
+    _, rule = only(resources, "AWS::Events::Rule")
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {
+            "ModelPackageGroupName": [ENV.resource_prefix],
+            "ModelApprovalStatus": ["Approved", "Rejected"],
+        },
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
+
+
+def test_pipeline_body_has_the_steps_and_substitutes_stack_resources(resources, template_json):
+    logical_id, pipeline = only(resources, "AWS::SageMaker::Pipeline")
+    body, variables = pipeline["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    definition = json.loads(body)
+    names = {s["Name"] for s in definition["Steps"]}
+    assert names == {"Prepare", "Train", "Evaluate", "QualityGate"}
+    gate = next(s for s in definition["Steps"] if s["Name"] == "QualityGate")
+    branch_names = {
+        s["Name"] for s in gate["Arguments"]["IfSteps"] + gate["Arguments"]["ElseSteps"]
+    }
+    assert branch_names == {"Register", "Deploy", "QualityGateFailed"}
+    bucket = next(i for i, p in resources["AWS::S3::Bucket"] if "KMSMasterKeyID" in json.dumps(p))
+    job_role = next(i for i, _ in resources["AWS::IAM::Role"] if i.startswith("RolesJobRole"))
+    assert variables["BucketName"] == {"Ref": bucket}
+    assert variables["JobRoleName"] == {"Ref": job_role}
+    assert variables["DeployerFunctionArn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
+    assert "s3://${BucketName}/" in body
+    assert ":role/${JobRoleName}" in body
+    # Every placeholder in the body is a Fn::Sub variable or a pseudo parameter.
+    for name in set(re.findall(r"\$\{([^}]+)\}", body)):
+        assert name in variables or name.startswith("AWS::"), name
+    depends = set(template_json["Resources"][logical_id]["DependsOn"])
+    assert any(d.startswith("PipelineCodeCustomResource") for d in depends)
+
+
+def test_code_is_uploaded_to_the_keys_the_definition_names(resources, cloud_assembly):
+    _, upload = only(resources, "Custom::CDKBucketDeployment")
+    assert upload["Prune"] is False
+    assert upload["DestinationBucketKeyPrefix"] == f"{ENV.s3_prefix}/"
+    ((_, pipeline),) = resources["AWS::SageMaker::Pipeline"]
+    body = pipeline["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"][0]
+    (asset,) = {
+        p.parent.relative_to(cloud_assembly).parts[0]
+        for p in cloud_assembly.glob("asset.*/**/sourcedir.tar.gz")
+    }
+    uploaded = {
+        f"{ENV.s3_prefix}/{p.relative_to(cloud_assembly / asset).as_posix()}"
+        for p in (cloud_assembly / asset).rglob("*")
+        if p.is_file()
+    }
+    code_prefix = f"s3://${{BucketName}}/{ENV.s3_prefix}/code/"
+    named = {
+        uri.removeprefix("s3://${BucketName}/")
+        for uri in re.findall(r'"(s3://[^"]+)"', body)
+        if uri.startswith(code_prefix)
+    }
+    assert sum(key.endswith("sourcedir.tar.gz") for key in uploaded) == 2
+    # Each code key or prefix the definition names is there, and nothing else is.
+    for key in named:
+        assert any(u == key or u.startswith(key.rstrip("/") + "/") for u in uploaded), key
+    for key in uploaded:
+        assert any(key == n or key.startswith(n.rstrip("/") + "/") for n in named), key
+
+
+def test_outputs_name_what_a_person_needs(template_json):
+    assert set(template_json["Outputs"]) >= {
+        "BucketName",
+        "PipelineRoleArn",
+        "JobRoleArn",
+        "PipelineName",
+        "ModelPackageGroupName",
+        "EndpointName",
+        "DeployerFunctionName",
+    }
+
+
+@pytest.mark.parametrize("bad", [{"removal": "keep"}, {"endpoint_name": "Has_Caps"}, {"oops": 1}])
+def test_bad_context_is_refused_with_its_name(bad):
+    with pytest.raises(ValueError, match=next(iter(bad)) if "oops" not in bad else "oops"):
+        StackConfig.from_dict(bad)

@@ -1,0 +1,141 @@
+"""Processing jobs in sandboxes: /opt/ml paths rewritten, inputs in, outputs out, hosts sharded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.local.expressions import UnsupportedFeature
+from pipeline.local.jobs import JobFailed, Jobs, rewrite
+from pipeline.local.store import ObjectStore
+
+SCRIPT = """
+import json, os, sys
+from pathlib import Path
+
+args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+config = json.loads(Path(os.environ["SM_RESOURCE_CONFIG_PATH"]).read_text())
+names = sorted(p.name for p in Path(args["--input"]).iterdir())
+if "fail.txt" in names:
+    sys.exit("refusing fail.txt")
+out = Path(args["--output"]) / f"{config['current_host']}.json"
+report = {"host": config["current_host"], "hosts": config["hosts"], "seen": names}
+out.write_text(json.dumps(report))
+"""
+
+
+def test_rewrite_moves_only_container_paths(tmp_path):
+    sandbox = tmp_path / "algo-1"
+    assert rewrite("/opt/ml/processing/x", sandbox) == f"{sandbox}/opt/ml/processing/x"
+    assert rewrite("--dir=/opt/ml/model", sandbox) == f"--dir={sandbox}/opt/ml/model"
+    assert rewrite(["cd /opt/ml/code && ls", {"k": "/opt/ml"}], sandbox) == [
+        f"cd {sandbox}/opt/ml/code && ls",
+        {"k": f"{sandbox}/opt/ml"},
+    ]
+    untouched = ["s3://b/opt/ml/x", "/home/opt/ml", "/opt/mlflow"]
+    assert rewrite(untouched, sandbox) == untouched
+    once = rewrite("/opt/ml/a", sandbox)
+    assert rewrite(once, sandbox) == once
+
+
+def processing_args(count: int, distribution: str) -> dict:
+    return {
+        "ProcessingResources": {"ClusterConfig": {"InstanceCount": count, "InstanceType": "x"}},
+        "AppSpecification": {
+            "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/job.py"],
+            "ContainerArguments": [
+                "--input",
+                "/opt/ml/processing/data",
+                "--output",
+                "/opt/ml/processing/out",
+            ],
+        },
+        "ProcessingInputs": [
+            {
+                "InputName": "code",
+                "S3Input": {
+                    "S3Uri": "s3://b/code/",
+                    "LocalPath": "/opt/ml/processing/input/code",
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                },
+            },
+            {
+                "InputName": "data",
+                "S3Input": {
+                    "S3Uri": "s3://b/data",
+                    "LocalPath": "/opt/ml/processing/data",
+                    "S3DataType": "S3Prefix",
+                    "S3InputMode": "File",
+                    "S3DataDistributionType": distribution,
+                },
+            },
+        ],
+        "ProcessingOutputConfig": {
+            "Outputs": [
+                {
+                    "OutputName": "out",
+                    "S3Output": {"S3Uri": "s3://b/results", "LocalPath": "/opt/ml/processing/out"},
+                }
+            ]
+        },
+    }
+
+
+@pytest.fixture
+def store(tmp_path) -> ObjectStore:
+    store = ObjectStore(tmp_path / "s3")
+    store.put_bytes(SCRIPT.encode(), "s3://b/code/job.py")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        store.put_bytes(name.encode(), f"s3://b/data/{name}")
+    return store
+
+
+def results(store: ObjectStore) -> dict[str, dict]:
+    return {rel: json.loads(p.read_text()) for rel, p in store.objects("s3://b/results")}
+
+
+def test_sharded_inputs_split_across_hosts_and_outputs_land_in_the_store(store, tmp_path):
+    jobs = Jobs(store, tmp_path / "exec")
+    result = jobs.run_processing("Step", "job-1", processing_args(2, "ShardedByS3Key"))
+    assert results(store) == {
+        "algo-1.json": {
+            "host": "algo-1",
+            "hosts": ["algo-1", "algo-2"],
+            "seen": ["a.txt", "c.txt"],
+        },
+        "algo-2.json": {"host": "algo-2", "hosts": ["algo-1", "algo-2"], "seen": ["b.txt"]},
+    }
+    assert result.properties["ProcessingJobStatus"] == "Completed"
+    assert result.properties["ProcessingJobArn"].endswith(":processing-job/job-1")
+    assert all(Path(log).is_file() for log in result.logs)
+
+
+def test_replicated_inputs_reach_every_host(store, tmp_path):
+    Jobs(store, tmp_path / "exec").run_processing("S", "j", processing_args(2, "FullyReplicated"))
+    assert {r["host"]: r["seen"] for r in results(store).values()} == {
+        "algo-1": ["a.txt", "b.txt", "c.txt"],
+        "algo-2": ["a.txt", "b.txt", "c.txt"],
+    }
+
+
+def test_a_failing_job_reports_its_host_exit_code_and_log_tail(store, tmp_path):
+    store.put_bytes(b"x", "s3://b/data/fail.txt")
+    with pytest.raises(JobFailed, match=r"(?s)algo-1 exited with code 1.*refusing fail\.txt"):
+        Jobs(store, tmp_path / "exec").run_processing(
+            "S", "j", processing_args(1, "FullyReplicated")
+        )
+    assert not store.objects("s3://b/results")
+
+
+def test_missing_inputs_and_unsupported_inputs_are_named(store, tmp_path):
+    args = processing_args(1, "FullyReplicated")
+    args["ProcessingInputs"][1]["S3Input"]["S3Uri"] = "s3://b/nothing"
+    with pytest.raises(JobFailed, match="input 'data': no objects at s3://b/nothing"):
+        Jobs(store, tmp_path / "exec").run_processing("S", "j", args)
+    args = processing_args(1, "FullyReplicated")
+    args["ProcessingInputs"][1]["S3Input"]["S3DataType"] = "ManifestFile"
+    with pytest.raises(UnsupportedFeature, match="S3DataType 'ManifestFile'"):
+        Jobs(store, tmp_path / "exec").run_processing("S", "j", args)

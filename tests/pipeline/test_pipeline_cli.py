@@ -1,0 +1,143 @@
+"""The CLI and the definition against the SageMaker API (moto): create, start, status."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from moto import mock_aws
+
+from pipeline.cli import declared_parameters, main, parse_parameter_overrides
+from pipeline.settings import Settings
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def sagemaker_with_pipeline(built):
+    with mock_aws():
+        client = boto3.client("sagemaker", region_name=REGION)
+        client.create_pipeline(
+            PipelineName=Settings().pipeline_name,
+            PipelineDefinition=built.definition,
+            RoleArn=Settings().role_arn,
+        )
+        yield client
+
+
+def test_sagemaker_accepts_the_definition_and_an_execution_with_overrides(sagemaker_with_pipeline):
+    client = sagemaker_with_pipeline
+    described = client.describe_pipeline(PipelineName="bincount")
+    assert json.loads(described["PipelineDefinition"])["Steps"][0]["Name"] == "Prepare"
+    arn = client.start_pipeline_execution(
+        PipelineName="bincount",
+        PipelineParameters=[{"Name": "Epochs", "Value": "2"}],
+    )["PipelineExecutionArn"]
+    assert client.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineArn"]
+
+
+def test_cli_start_passes_checked_parameters(sagemaker_with_pipeline, capsys):
+    code = main(
+        ["start", "--region", REGION, "--param", "Epochs=3", "--param", "Architecture=resnet18"]
+    )
+    assert code == 0
+    arn = capsys.readouterr().out.strip()
+    assert arn.startswith("arn:aws:sagemaker:us-east-1:") and "/execution/" in arn
+    given = sagemaker_with_pipeline.list_pipeline_parameters_for_execution(
+        PipelineExecutionArn=arn
+    )["PipelineParameters"]
+    assert given == [
+        {"Name": "Epochs", "Value": "3"},
+        {"Name": "Architecture", "Value": "resnet18"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("param", "message"),
+    [
+        ("Epoch=3", "unknown parameter 'Epoch'"),
+        ("Epochs=three", "parameter Epochs is Integer"),
+        ("LearningRate=fast", "parameter LearningRate is Float"),
+        ("Architecture=vgg16", "must be one of resnet18"),
+        ("Epochs", "expects NAME=VALUE"),
+    ],
+)
+def test_cli_start_rejects_bad_parameters_before_calling_start(
+    sagemaker_with_pipeline, capsys, param, message
+):
+    assert main(["start", "--region", REGION, "--param", param]) == 2
+    assert message in capsys.readouterr().err
+    executions = sagemaker_with_pipeline.list_pipeline_executions(PipelineName="bincount")
+    assert executions["PipelineExecutionSummaries"] == []
+
+
+def test_cli_start_names_a_missing_pipeline(capsys):
+    with mock_aws():
+        assert main(["start", "--region", REGION, "--pipeline-name", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_cli_status_lists_each_step_of_the_newest_execution(sagemaker_with_pipeline, capsys):
+    client = sagemaker_with_pipeline
+    arn = client.start_pipeline_execution(PipelineName="bincount")["PipelineExecutionArn"]
+    steps = [
+        {"StepName": "Prepare", "StepStatus": "Succeeded", "StartTime": datetime.now(UTC)},
+        {"StepName": "Train", "StepStatus": "Failed", "FailureReason": "CapacityError: no g4dn"},
+    ]
+    asked: list[str] = []
+
+    # moto does not implement ListPipelineExecutionSteps: answer that one call in its place.
+    def list_steps(params, **_):
+        asked.append(json.loads(params["body"])["PipelineExecutionArn"])
+        return AWSResponse("https://local", 200, {}, None), {"PipelineExecutionSteps": steps}
+
+    boto3.DEFAULT_SESSION = None
+    boto3.setup_default_session(region_name=REGION)
+    boto3.DEFAULT_SESSION.events.register(
+        "before-call.sagemaker.ListPipelineExecutionSteps", list_steps
+    )
+    try:
+        assert main(["status", "--region", REGION]) == 0
+    finally:
+        boto3.DEFAULT_SESSION = None
+    out = capsys.readouterr().out.splitlines()
+    assert asked == [arn]
+    assert out[0].startswith(arn)
+    assert out[1].split() == ["Prepare", "Succeeded"]
+    assert out[2].split()[:2] == ["Train", "Failed"] and "CapacityError: no g4dn" in out[2]
+
+
+def test_cli_status_without_executions_says_so(sagemaker_with_pipeline, capsys):
+    assert main(["status", "--region", REGION]) == 2
+    assert "has no executions yet" in capsys.readouterr().err
+
+
+def test_cli_definition_writes_the_same_json_to_a_file(built, tmp_path, capsys):
+    out = tmp_path / "nested" / "definition.json"
+    staging = tmp_path / "staging"
+    assert main(["definition", "--out", str(out), "--stage", "--staging-dir", str(staging)]) == 0
+    assert out.read_text() == built.definition
+    assert sorted(p.name for p in out.parent.iterdir()) == ["definition.json"]
+    assert any(staging.rglob("sourcedir.tar.gz"))
+    capsys.readouterr()
+    assert main(["definition", "--default", "epochs=4", "--spot"]) == 0
+    changed = json.loads(capsys.readouterr().out)
+    epochs = next(p for p in changed["Parameters"] if p["Name"] == "Epochs")
+    assert epochs["DefaultValue"] == 4
+
+
+def test_cli_definition_rejects_bad_settings(capsys):
+    assert main(["definition", "--default", "epoch=4"]) == 2
+    assert "unknown --default 'epoch'" in capsys.readouterr().err
+    assert main(["definition", "--subnet", "subnet-1"]) == 2
+    assert "security_group_ids" in capsys.readouterr().err
+
+
+def test_parameter_overrides_against_declared_parameters(definition):
+    declared = declared_parameters(definition)
+    assert parse_parameter_overrides(["ModelApprovalStatus=Approved"], declared) == {
+        "ModelApprovalStatus": "Approved"
+    }

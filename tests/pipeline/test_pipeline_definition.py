@@ -1,0 +1,325 @@
+"""The definition JSON: contracts with the containers, the graph, determinism, and no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import botocore.session
+import pytest
+from pipeline_json import all_steps, references, step, walk
+
+from pipeline.definition import ACCURACY_JSON_PATH, build, definition_json
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+PARAMETERS = {
+    "ProcessingInstanceType", "ProcessingInstanceCount", "TrainingInstanceType",
+    "TrainingInstanceCount", "Epochs", "LearningRate", "BatchSize", "ImageSize", "Architecture",
+    "SourceUri", "FileListUri", "PerClassCap", "AccuracyThreshold", "ModelApprovalStatus",
+    "EndpointName",
+}  # fmt: skip
+EXECUTION_VARIABLES = {
+    "ExecutionId", "PipelineExecutionId", "PipelineExecutionArn", "PipelineName", "PipelineArn",
+    "StartDateTime", "CurrentDateTime",
+}  # fmt: skip
+PLACEHOLDERS = {
+    "bucket": "${BucketName}",
+    "role_arn": "${PipelineRoleArn}",
+    "deployer_function_arn": "${DeployerFunctionArn}",
+    "kms_key": "${KmsKeyArn}",
+}
+
+
+def test_parameters_are_the_contract_names_with_the_agreed_defaults(definition):
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    assert set(declared) == PARAMETERS
+    assert declared["SourceUri"]["DefaultValue"] == "s3://aft-vbi-pds"
+    assert declared["FileListUri"]["DefaultValue"] == "bundled"
+    assert declared["ModelApprovalStatus"]["DefaultValue"] == "PendingManualApproval"
+    assert declared["TrainingInstanceType"]["DefaultValue"] == "ml.g4dn.xlarge"
+    assert set(declared["Architecture"]["EnumValues"]) == {
+        "resnet18", "resnet34", "resnet50", "smallcnn",
+    }  # fmt: skip
+
+
+def test_step_graph_is_prepare_train_evaluate_gate_register_deploy(definition):
+    assert [s["Name"] for s in definition["Steps"]] == [
+        "Prepare",
+        "Train",
+        "Evaluate",
+        "QualityGate",
+    ]
+    gate = step(definition, "QualityGate")
+    assert gate["Type"] == "Condition"
+    assert [s["Name"] for s in gate["Arguments"]["IfSteps"]] == ["Register", "Deploy"]
+    assert [(s["Name"], s["Type"]) for s in gate["Arguments"]["ElseSteps"]] == [
+        ("QualityGateFailed", "Fail")
+    ]
+
+    def upstream(name: str) -> set[str]:
+        return {
+            r.split(".")[1] for r in references(step(definition, name)) if r.startswith("Steps.")
+        }
+
+    assert upstream("Prepare") == set()
+    assert upstream("Train") == {"Prepare"}
+    assert upstream("Evaluate") == {"Prepare", "Train"}
+    assert "Evaluate" in upstream("QualityGate")
+    assert upstream("Register") == {"Train", "Evaluate"}
+    assert upstream("Deploy") == {"Register"}
+
+
+def test_every_get_resolves_to_a_parameter_step_or_property_file(definition):
+    parameters = {p["Name"] for p in definition["Parameters"]}
+    steps = {s["Name"]: s for s in all_steps(definition)}
+    refs = references(definition)
+    assert refs, "the definition should reference something"
+    for ref in refs:
+        kind, _, rest = ref.partition(".")
+        if kind == "Parameters":
+            assert rest in parameters, ref
+        elif kind == "Execution":
+            assert rest in EXECUTION_VARIABLES, ref
+        elif kind == "Steps":
+            name, _, attribute = rest.partition(".")
+            assert name in steps, ref
+            if attribute.startswith("PropertyFiles."):
+                declared = {p["PropertyFileName"] for p in steps[name].get("PropertyFiles", [])}
+                assert attribute.removeprefix("PropertyFiles.") in declared, ref
+            if attribute.startswith("ProcessingOutputConfig.Outputs["):
+                output = re.match(r"ProcessingOutputConfig\.Outputs\['([^']+)'\]", attribute)[1]
+                outputs = steps[name]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+                assert output in {o["OutputName"] for o in outputs}, ref
+        else:
+            pytest.fail(f"unexpected reference {ref}")
+
+
+def _contract_evaluation_example() -> dict:
+    text = (REPO / "ARCHITECTURE.md").read_text()
+    section = text[text.index("## Evaluation contract") :]
+    return json.loads(re.search(r"```json\n(.*?)```", section, re.S)[1])
+
+
+def test_quality_gate_reads_accuracy_where_evaluate_writes_it(definition):
+    evaluate = step(definition, "Evaluate")
+    assert evaluate["PropertyFiles"] == [
+        {
+            "PropertyFileName": "EvaluationReport",
+            "OutputName": "evaluation",
+            "FilePath": "evaluation.json",
+        }
+    ]
+    outputs = evaluate["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert [o["S3Output"]["LocalPath"] for o in outputs] == ["/opt/ml/processing/evaluation"]
+
+    (condition,) = step(definition, "QualityGate")["Arguments"]["Conditions"]
+    assert condition["Type"] == "GreaterThanOrEqualTo"
+    assert condition["RightValue"] == {"Get": "Parameters.AccuracyThreshold"}
+    json_get = condition["LeftValue"]["Std:JsonGet"]
+    assert json_get["PropertyFile"] == {"Get": "Steps.Evaluate.PropertyFiles.EvaluationReport"}
+    assert json_get["Path"] == ACCURACY_JSON_PATH
+
+    value = _contract_evaluation_example()
+    for key in json_get["Path"].split("."):
+        value = value[key]
+    assert isinstance(value, float)
+
+
+def test_gate_failure_message_names_accuracy_and_threshold(definition):
+    message = step(definition, "QualityGateFailed")["Arguments"]["ErrorMessage"]["Std:Join"]
+    kinds = [next(iter(v)) if isinstance(v, dict) else "text" for v in message["Values"]]
+    assert "Std:JsonGet" in kinds
+    assert {"Get": "Parameters.AccuracyThreshold"} in message["Values"]
+
+
+def test_scripts_get_exactly_the_contract_arguments(definition):
+    def flags(name: str) -> dict:
+        args = step(definition, name)["Arguments"]["AppSpecification"]["ContainerArguments"]
+        return dict(zip(args[::2], args[1::2], strict=True))
+
+    prepare = flags("Prepare")
+    assert list(prepare) == [
+        "--source", "--file-list", "--min-count", "--max-count", "--per-class-cap", "--val-ratio",
+        "--test-ratio", "--image-size", "--shard-size", "--workers", "--output-dir",
+    ]  # fmt: skip
+    assert prepare["--source"] == {"Get": "Parameters.SourceUri"}
+    assert prepare["--file-list"] == {"Get": "Parameters.FileListUri"}
+    assert prepare["--output-dir"] == "/opt/ml/processing/output"
+    outputs = step(definition, "Prepare")["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert {o["OutputName"]: o["S3Output"]["LocalPath"] for o in outputs} == {
+        split: f"/opt/ml/processing/output/{split}"
+        for split in ("train", "validation", "test", "report")
+    }
+    assert flags("Evaluate") == {
+        "--model-dir": "/opt/ml/processing/model",
+        "--test-dir": "/opt/ml/processing/test",
+        "--output-dir": "/opt/ml/processing/evaluation",
+    }
+    entry = step(definition, "Prepare")["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
+    assert entry[0] == "/bin/bash" and entry[1].endswith("runproc.sh")
+
+
+def test_training_hyperparameters_channels_and_metrics(definition):
+    args = step(definition, "Train")["Arguments"]
+    hyper = args["HyperParameters"]
+    for name in ("epochs", "batch_size", "learning_rate", "arch", "image_size", "pretrained",
+                 "seed", "patience", "compile", "checkpoint_dir"):  # fmt: skip
+        assert name in hyper, name
+    assert hyper["sagemaker_program"] == "train.py"
+    assert hyper["sagemaker_submit_directory"].endswith("/sourcedir.tar.gz")
+    assert all(isinstance(v, (str, dict)) for v in hyper.values())
+    assert [c["ChannelName"] for c in args["InputDataConfig"]] == ["train", "validation"]
+    line = (
+        "epoch=3 train_loss=0.8123 train_acc=0.6512 val_loss=0.7012 val_acc=0.7034 "
+        "val_mae=0.3312 lr=0.000412 images_per_s=812.3"
+    )
+    found = {
+        m["Name"]: float(re.search(m["Regex"], line)[1])
+        for m in args["AlgorithmSpecification"]["MetricDefinitions"]
+    }
+    assert found["val_acc"] == 0.7034 and found["lr"] == 0.000412 and found["train_loss"] == 0.8123
+    assert args["ResourceConfig"]["InstanceCount"] == {"Get": "Parameters.TrainingInstanceCount"}
+    assert "CheckpointConfig" not in args and args["EnableManagedSpotTraining"] is False
+
+
+def test_spot_distributed_kms_and_vpc_options_reach_the_jobs(tmp_path):
+    settings = Settings(
+        staging_dir=tmp_path,
+        spot=True,
+        torch_distributed=True,
+        kms_key="arn:aws:kms:us-east-1:000000000000:key/abc",
+        subnets=("subnet-1",),
+        security_group_ids=("sg-1",),
+        network_isolation=True,
+    )
+    definition = json.loads(build(settings).definition)
+    train = step(definition, "Train")["Arguments"]
+    assert train["EnableManagedSpotTraining"] is True
+    assert train["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert (
+        train["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        >= train["StoppingCondition"]["MaxRuntimeInSeconds"]
+    )
+    assert train["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    assert train["OutputDataConfig"]["KmsKeyId"] == settings.kms_key
+    assert train["ResourceConfig"]["VolumeKmsKeyId"] == settings.kms_key
+    assert train["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
+    assert train["EnableNetworkIsolation"] is True
+    prepare = step(definition, "Prepare")["Arguments"]
+    assert prepare["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == settings.kms_key
+    assert prepare["ProcessingOutputConfig"]["KmsKeyId"] == settings.kms_key
+    assert prepare["NetworkConfig"]["VpcConfig"]["Subnets"] == ["subnet-1"]
+
+
+def test_job_steps_retry_on_throttling_and_capacity_and_cache(definition):
+    for name in ("Prepare", "Train", "Evaluate"):
+        s = step(definition, name)
+        kinds = {e for policy in s["RetryPolicies"] for e in policy["ExceptionType"]}
+        assert {"Step.THROTTLING", "SageMaker.CAPACITY_ERROR", "SageMaker.JOB_INTERNAL_ERROR",
+                "SageMaker.RESOURCE_LIMIT"} <= kinds, name  # fmt: skip
+        assert s["CacheConfig"] == {"Enabled": True, "ExpireAfter": "P30D"}
+    register = step(definition, "Register")
+    assert {e for p in register["RetryPolicies"] for e in p["ExceptionType"]} >= {"Step.THROTTLING"}
+
+
+def test_register_and_deploy(definition):
+    register = step(definition, "Register")
+    assert register["Type"] == "RegisterModel"
+    args = register["Arguments"]
+    assert args["ModelApprovalStatus"] == {"Get": "Parameters.ModelApprovalStatus"}
+    assert args["ModelPackageGroupName"] == Settings().model_package_group_name
+    spec = args["InferenceSpecification"]
+    assert spec["SupportedContentTypes"] == [
+        "image/jpeg", "image/png", "application/x-image", "application/json",
+    ]  # fmt: skip
+    assert spec["SupportedResponseMIMETypes"] == ["application/json"]
+    (container,) = spec["Containers"]
+    assert "pytorch-inference" in container["Image"]
+    assert container["ModelDataUrl"] == {"Get": "Steps.Train.ModelArtifacts.S3ModelArtifacts"}
+    assert container["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    report = args["ModelMetrics"]["ModelQuality"]["Statistics"]
+    assert report["ContentType"] == "application/json"
+    assert report["S3Uri"]["Std:Join"]["Values"][-1] == "evaluation.json"
+
+    deploy = step(definition, "Deploy")
+    assert deploy["Type"] == "Lambda"
+    assert deploy["FunctionArn"] == Settings().deployer_function_arn
+    assert deploy["Arguments"] == {
+        "model_package_arn": {"Get": "Steps.Register.ModelPackageArn"},
+        "endpoint_name": {"Get": "Parameters.EndpointName"},
+    }
+    assert {o["OutputName"] for o in deploy["OutputParameters"]} == {"status", "endpoint_name"}
+
+
+# `python -m pipeline definition` behind a socket guard: no connection, no name lookup.
+OFFLINE_CLI = """
+import socket, sys
+def refuse(*args, **kwargs):
+    raise OSError(f"network use during the build: {args!r}")
+socket.socket.connect = refuse
+socket.getaddrinfo = refuse
+from pipeline.cli import main
+sys.exit(main(["definition"]))
+"""
+
+
+def test_definition_is_byte_identical_across_processes_offline_without_credentials(built):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    command = [sys.executable, "-c", OFFLINE_CLI]
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (_, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err.decode()
+    first, second = (out for out, _ in outputs)
+    assert first == second
+    assert json.loads(first)["Steps"], "expected the definition on stdout"
+    assert "${" not in first.decode()
+
+
+def test_rebuilding_in_one_process_gives_the_same_bytes(built, tmp_path):
+    # The SDK keeps module-level state; a second build in the same process must not differ.
+    # (The code archives are read again, so an edit under processing/ meanwhile would show.)
+    assert build(Settings(staging_dir=tmp_path)).definition == built.definition
+
+
+def test_build_makes_no_network_or_aws_requests_and_keeps_placeholders(
+    no_network, monkeypatch, tmp_path
+):
+    requests: list[str] = []
+    real_create_client = botocore.session.Session.create_client
+
+    def create_client(self, *args, **kwargs):
+        client = real_create_client(self, *args, **kwargs)
+
+        def record(request, **_):
+            requests.append(request.url)
+            raise AssertionError(f"AWS request during the build: {request.url}")
+
+        client.meta.events.register("before-send", record)
+        return client
+
+    monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    settings = Settings(staging_dir=tmp_path, **PLACEHOLDERS)
+    text = definition_json(settings)
+    assert requests == [] and no_network == []
+    assert set(re.findall(r"\$\{[^}]*\}", text)) == set(PLACEHOLDERS.values())
+    definition = json.loads(text)
+    assert step(definition, "Train")["Arguments"]["RoleArn"] == "${PipelineRoleArn}"
+    assert step(definition, "Prepare")["Arguments"]["RoleArn"] == "${PipelineRoleArn}"
+    assert step(definition, "Deploy")["FunctionArn"] == "${DeployerFunctionArn}"
+    ours = [v for v in walk(definition) if isinstance(v, str) and v.startswith("s3://")]
+    ours.remove("s3://aft-vbi-pds")  # the SourceUri default: the public dataset
+    assert ours and all(v.startswith("s3://${BucketName}/") for v in ours)

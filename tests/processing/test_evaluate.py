@@ -1,0 +1,190 @@
+"""The Evaluate script: a packaged model judged on test shards, in the model-quality format."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from evaluate import (
+    build_report,
+    classification_metrics,
+    counting_metrics,
+    evaluate,
+    main,
+    majority_baseline,
+)
+from shard_factory import write_shards
+
+from pipeline.definition import ACCURACY_JSON_PATH
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSES = [1, 2, 3, 4, 5]
+
+
+def packaged_model(folder: Path, image_size: int = 32) -> Path:
+    """A smallcnn exported by training's own code, tarred the way SageMaker tars SM_MODEL_DIR."""
+    from model import build_model
+    from model_export import export_model_dir
+
+    torch.manual_seed(0)
+    net = build_model("smallcnn", pretrained=False, num_classes=5)
+    model_dir = folder / "model"
+    export_model_dir(model_dir, net.state_dict(), "smallcnn", image_size)
+    archive_dir = folder / "input"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / "model.tar.gz", "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), recursive=False)
+    return archive_dir
+
+
+def test_metrics_on_known_predictions():
+    truth = np.array([1, 1, 2, 3, 3, 3, 4, 5])
+    pred = np.array([1, 2, 2, 3, 3, 4, 4, 1])
+    metrics = classification_metrics(truth, pred, CLASSES)
+    assert metrics["accuracy"]["value"] == pytest.approx(5 / 8)
+    assert metrics["accuracy"]["standard_deviation"] == pytest.approx((5 / 8 * 3 / 8 / 8) ** 0.5)
+    assert metrics["confusion_matrix"]["1"] == {"1": 1, "2": 1, "3": 0, "4": 0, "5": 0}
+    assert metrics["confusion_matrix"]["5"]["1"] == 1
+    # Recall weighted by support is the accuracy.
+    assert metrics["weighted_recall"]["value"] == pytest.approx(5 / 8)
+    # Class 1: precision 1/2, recall 1/2; class 2: 1/2, 1; class 3: 1, 2/3; 4: 1/2, 1; 5: 0, 0.
+    precision = (2 * 0.5 + 1 * 0.5 + 3 * 1 + 1 * 0.5 + 1 * 0) / 8
+    assert metrics["weighted_precision"]["value"] == pytest.approx(precision)
+
+    counting = counting_metrics(truth, pred)
+    errors = np.array([0, 1, 0, 0, 0, 1, 0, 4])
+    assert counting["mae"]["value"] == pytest.approx(errors.mean())
+    assert counting["rmse"]["value"] == pytest.approx(np.sqrt((errors**2).mean()))
+    assert counting["within_one_accuracy"]["value"] == pytest.approx(7 / 8)
+
+    baseline = majority_baseline(truth, CLASSES)
+    assert baseline == {
+        "majority_class": 3,
+        "accuracy": pytest.approx(3 / 8),
+        "mae": pytest.approx(np.abs(3 - truth).mean()),
+        "rmse": pytest.approx(np.sqrt(((3 - truth) ** 2).mean())),
+    }
+
+
+def test_report_is_what_the_quality_gate_reads():
+    truth = np.array([1, 2, 3, 4, 5])
+    report = build_report(truth, truth.copy(), CLASSES, {"arch": "smallcnn", "image_size": 32})
+    value = report
+    for key in ACCURACY_JSON_PATH.split("."):
+        value = value[key]
+    assert value == 1.0
+    assert report["per_class_accuracy"] == dict.fromkeys(map(str, CLASSES), 1.0)
+    json.dumps(report)  # plain JSON all the way down
+
+
+def test_packaged_model_evaluated_through_its_serving_code(tmp_path: Path):
+    model_input = packaged_model(tmp_path)
+    test_dir = write_shards(tmp_path / "test", n=70, size=32, seed=3, shard_size=32)
+    out = tmp_path / "evaluation"
+
+    report = evaluate(model_input, test_dir, out, batch_size=16)
+
+    on_disk = json.loads((out / "evaluation.json").read_text())
+    assert on_disk["test_images"] == 70 == report["test_images"]
+    metrics = on_disk["multiclass_classification_metrics"]
+    assert set(metrics) == {
+        "accuracy",
+        "weighted_precision",
+        "weighted_recall",
+        "weighted_f1",
+        "confusion_matrix",
+    }
+    for name in ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1"):
+        assert 0.0 <= metrics[name]["value"] <= 1.0
+    assert sum(sum(row.values()) for row in metrics["confusion_matrix"].values()) == 70
+    assert set(on_disk["counting_metrics"]) == {"rmse", "mae", "within_one_accuracy"}
+    assert on_disk["baseline"]["majority_class"] in CLASSES
+    assert on_disk["model"]["arch"] == "smallcnn"
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "id,label,predicted,p1,p2,p3,p4,p5"
+    assert len(rows) == 71
+    assert not list(out.glob(".*tmp"))
+
+
+def test_runs_as_the_processing_job_runs_it(tmp_path: Path):
+    """A bare `python evaluate.py ...` from a copy of processing/ alone, as in the container."""
+    model_input = packaged_model(tmp_path)
+    test_dir = write_shards(tmp_path / "test", n=20, size=32, seed=4)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "evaluate.py").write_bytes((REPO / "processing" / "evaluate.py").read_bytes())
+    done = subprocess.run(
+        [sys.executable, "evaluate.py", "--model-dir", str(model_input), "--test-dir",
+         str(test_dir), "--output-dir", str(tmp_path / "out")],
+        cwd=code, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "20 test images" in done.stdout
+    assert (tmp_path / "out" / "evaluation.json").is_file()
+
+
+def test_missing_test_split_is_named(tmp_path: Path, capsys):
+    model_input = packaged_model(tmp_path)
+    code = main(
+        ["--model-dir", str(model_input), "--test-dir", str(tmp_path / "nothing"),
+         "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 2
+    assert "no test shards" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_dir_without_a_model_is_named(tmp_path: Path, capsys):
+    test_dir = write_shards(tmp_path / "test", n=5, size=32)
+    (tmp_path / "empty").mkdir()
+    code = main(
+        ["--model-dir", str(tmp_path / "empty"), "--test-dir", str(test_dir),
+         "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 2
+    assert "neither model.json nor exactly one model.tar.gz" in capsys.readouterr().err
+
+
+def test_archive_escaping_its_folder_is_refused(tmp_path: Path, capsys):
+    test_dir = write_shards(tmp_path / "test", n=5, size=32)
+    archive_dir = tmp_path / "input"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / "model.tar.gz", "w:gz") as tar:
+        payload = b"{}"
+        info = tarfile.TarInfo("../../escaped.json")
+        info.size = len(payload)
+        tar.addfile(info, io.BytesIO(payload))
+    code = main(
+        ["--model-dir", str(archive_dir), "--test-dir", str(test_dir),
+         "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 2
+    assert "not a readable model archive" in capsys.readouterr().err
+    assert not (tmp_path.parent / "escaped.json").exists()
+
+
+def test_labels_outside_the_model_counts_are_named(tmp_path: Path, capsys):
+    model_input = packaged_model(tmp_path)
+    test_dir = tmp_path / "test"
+    test_dir.mkdir()
+    np.savez(
+        test_dir / "algo-1-00000.npz",
+        images=np.zeros((2, 32, 32, 3), np.uint8),
+        labels=np.array([3, 7]),
+        ids=np.array(["a", "b"]),
+    )
+    code = main(
+        ["--model-dir", str(model_input), "--test-dir", str(test_dir),
+         "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 2
+    assert "test labels [7] are outside the model's counts" in capsys.readouterr().err

@@ -1,0 +1,409 @@
+"""Train the bin-item counter: SageMaker training entry point.
+
+Run by SageMaker's training toolkit as `python train.py --epochs 3 ...` (hyperparameters arrive
+as strings), or by torchrun for multi-GPU / multi-node jobs (`torch_distributed`). Reads
+SM_CHANNEL_TRAIN / SM_CHANNEL_VALIDATION, writes the served model to SM_MODEL_DIR and training
+curves to SM_OUTPUT_DATA_DIR, checkpoints every epoch to --checkpoint_dir and resumes from it.
+"""
+
+from __future__ import annotations
+
+# isort: off
+import omp_policy  # noqa: F401  (before torch: OpenMP reads its wait policy once, at load)
+
+# isort: on
+import argparse
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import checkpointing
+import distributed
+import numpy as np
+import torch
+from augment import augment_batch
+from curves import write_curves
+from data import DataError, batches, epoch_indices, load_split
+from image_transforms import normalise, resize_batch, to_model_input
+from losses import OrdinalCountLoss, class_weights
+from model import ARCHS, NUM_CLASSES, build_model
+from model_export import export_model_dir
+from torch import nn
+
+METRIC_LINE = (
+    "epoch={epoch} train_loss={train_loss:.4f} train_acc={train_acc:.4f} "
+    "val_loss={val_loss:.4f} val_acc={val_acc:.4f} val_mae={val_mae:.4f} "
+    "lr={lr:.6f} images_per_s={images_per_s:.1f}"
+)
+
+
+def str2bool(value: str | bool) -> bool:
+    """The toolkit passes booleans as strings: accept true/false, 1/0, yes/no."""
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes", "y"}:
+        return True
+    if lowered in {"false", "0", "no", "n"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch_size", "--batch-size", type=int, default=64)
+    p.add_argument("--learning_rate", "--learning-rate", type=float, default=3e-3)
+    p.add_argument("--weight_decay", type=float, default=5e-4)
+    p.add_argument("--arch", choices=ARCHS, default="smallcnn")
+    p.add_argument(
+        "--image_size",
+        "--image-size",
+        type=int,
+        default=0,
+        help="pixels the model sees; 0 = the shards' own size",
+    )
+    p.add_argument("--pretrained", type=str2bool, default=True)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="stop after this many epochs without a better validation score",
+    )
+    p.add_argument("--compile", type=str2bool, default=False)
+    p.add_argument("--checkpoint_dir", "--checkpoint-dir", default="/opt/ml/checkpoints")
+    p.add_argument("--warmup_epochs", type=float, default=1.0)
+    p.add_argument(
+        "--count_loss_weight",
+        type=float,
+        default=0.5,
+        help="weight of the expected-count SmoothL1 term next to cross-entropy",
+    )
+    p.add_argument("--num_threads", type=int, default=0, help="CPU threads; 0 = all cores")
+    p.add_argument(
+        "--max_epochs_this_run",
+        type=int,
+        default=0,
+        help="leave after this many epochs, as a spot interruption would (tests)",
+    )
+    p.add_argument("--train", default=env("SM_CHANNEL_TRAIN", "/opt/ml/input/data/train"))
+    p.add_argument(
+        "--validation", default=env("SM_CHANNEL_VALIDATION", "/opt/ml/input/data/validation")
+    )
+    p.add_argument("--model_dir", default=env("SM_MODEL_DIR", "/opt/ml/model"))
+    p.add_argument("--output_data_dir", default=env("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
+    args, unknown = p.parse_known_args(argv)
+    if unknown:
+        print(f"ignoring unknown arguments: {' '.join(unknown)}")
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.learning_rate <= 0:
+        p.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    return args
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, fp16 (with a GradScaler) on older GPUs, none on CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.01):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class Trainer:
+    def __init__(self, args: argparse.Namespace, ctx: distributed.DistContext):
+        self.args, self.ctx, self.device = args, ctx, ctx.device
+        self.train_data = load_split(args.train).to(self.device)
+        self.val_data = load_split(args.validation).to(self.device)
+        self.image_size = args.image_size or self.train_data.image_size
+        self.amp_dtype = autocast_dtype(self.device)
+        self.channels_last = True  # faster convolutions on GPUs and on CPUs alike
+
+        seed_everything(args.seed)
+        # Rank 0 downloads pretrained weights first; the others then read its cached copy.
+        if not ctx.is_main:
+            distributed.barrier(ctx)
+        self.model = build_model(args.arch, args.pretrained, NUM_CLASSES)
+        if ctx.is_main:
+            distributed.barrier(ctx)
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+        weights = class_weights(self.train_data.labels.cpu(), NUM_CLASSES)
+        self.criterion = OrdinalCountLoss(weights, args.count_loss_weight).to(self.device)
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": args.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=args.learning_rate,
+        )
+        per_rank = len(epoch_indices(len(self.train_data), 0, args.seed, ctx.rank, ctx.world_size))
+        self.steps_per_epoch = max(1, math.ceil(per_rank / args.batch_size))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            cosine_with_warmup(
+                args.epochs * self.steps_per_epoch, int(args.warmup_epochs * self.steps_per_epoch)
+            ),
+        )
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        )
+        self.history: list[dict[str, Any]] = []
+        self.best_score: tuple[float, float] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+        self.stopped_early = False
+        self.start_epoch = 1
+        self.checkpoint_dir = (
+            checkpointing.usable_checkpoint_dir(args.checkpoint_dir) if ctx.is_main else None
+        )
+        self._resume()  # before DDP wraps the model, so its first broadcast carries the weights
+
+        self.net: nn.Module = self.model
+        if ctx.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[ctx.local_rank] if self.device.type == "cuda" else None
+            )
+        if args.compile:
+            self.net = torch.compile(self.net)
+
+    # --- one pass -------------------------------------------------------------------------
+
+    def _inputs(self, images: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        if gen is None:
+            return to_model_input(images, self.image_size, channels_last=self.channels_last)
+        x = resize_batch(images.permute(0, 3, 1, 2).float().div_(255.0), self.image_size)
+        return normalise(augment_batch(x, gen), channels_last=self.channels_last)
+
+    def _autocast(self):
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=bool(self.amp_dtype)
+        )
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        args, ctx = self.args, self.ctx
+        self.net.train()
+        gen = torch.Generator().manual_seed(args.seed * 7919 + epoch)
+        order = epoch_indices(len(self.train_data), epoch, args.seed, ctx.rank, ctx.world_size)
+        stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
+        started = time.perf_counter()
+        for images, labels in batches(self.train_data, order, args.batch_size, self.device):
+            if len(labels) < 2:  # BatchNorm cannot train on a batch of one
+                continue
+            x = self._inputs(images, gen)
+            with self._autocast():
+                logits = self.net(x)
+                loss = self.criterion(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            n = len(labels)
+            stats += torch.tensor(
+                [loss.item() * n, (logits.argmax(1) == labels).sum().item(), n],
+                dtype=torch.float64,
+            )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
+        stats = distributed.all_reduce_sum(stats.to(self.device), ctx).cpu()
+        images = max(1.0, stats[2].item())
+        return {
+            "train_loss": stats[0].item() / images,
+            "train_acc": stats[1].item() / images,
+            "images_per_s": stats[2].item() / max(seconds, 1e-9),
+        }
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        ctx = self.ctx
+        self.model.eval()  # the bare module: no DDP hooks, ranks may run different step counts
+        order = torch.arange(len(self.val_data))[ctx.rank :: ctx.world_size]
+        stats = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, abs error, images
+        for images, labels in batches(self.val_data, order, self.args.batch_size * 2, self.device):
+            with self._autocast():
+                logits = self.model(self._inputs(images, None))
+            loss = self.criterion(logits.float(), labels)
+            pred = logits.argmax(1)
+            n = len(labels)
+            stats += torch.tensor(
+                [
+                    loss.item() * n,
+                    (pred == labels).sum().item(),
+                    (pred - labels).abs().sum().item(),
+                    n,
+                ],
+                dtype=torch.float64,
+            )
+        stats = distributed.all_reduce_sum(stats.to(self.device), ctx).cpu()
+        images = max(1.0, stats[3].item())
+        return {
+            "val_loss": stats[0].item() / images,
+            "val_acc": stats[1].item() / images,
+            "val_mae": stats[2].item() / images,
+        }
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": checkpointing.rng_state(),
+            "history": self.history,
+            "best_score": self.best_score,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "arch": self.args.arch,
+            "image_size": self.image_size,
+        }
+
+    def _resume(self) -> None:
+        """Continue from rank 0's checkpoint, which rank 0 reads and sends to every rank."""
+        folder = self.checkpoint_dir
+        state = checkpointing.load_checkpoint(folder) if self.ctx.is_main else None
+        state = distributed.broadcast_object(state, self.ctx)
+        if state is None:
+            return
+        if state["arch"] != self.args.arch or state["image_size"] != self.image_size:
+            print(
+                f"checkpoint: {folder} holds {state['arch']}@{state['image_size']}px, not "
+                f"{self.args.arch}@{self.image_size}px; starting afresh"
+            )
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        checkpointing.restore_rng_state(state["rng"])
+        self.history = state["history"]
+        self.best_score = state["best_score"]
+        self.best_state = state["best_state"]
+        self.bad_epochs = state["bad_epochs"]
+        self.stopped_early = state["stopped_early"]
+        self.start_epoch = state["epoch"] + 1
+        if self.ctx.is_main:
+            print(f"checkpoint: resuming after epoch {state['epoch']} from {folder}")
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def fit(self) -> bool:
+        """Train to the end (or early stop); False when --max_epochs_this_run cut it short."""
+        args, ctx = self.args, self.ctx
+        ran = 0
+        epoch = self.start_epoch
+        while epoch <= args.epochs and not self.stopped_early:
+            if args.max_epochs_this_run and ran >= args.max_epochs_this_run:
+                if ctx.is_main:
+                    print(f"leaving after {ran} epoch(s) this run (--max_epochs_this_run)")
+                return False
+            lr = self.optimizer.param_groups[0]["lr"]
+            record = {"epoch": epoch, **self.train_epoch(epoch), **self.validate(), "lr": lr}
+            self.history.append(record)
+            score = (record["val_acc"], -record["val_mae"])
+            if self.best_score is None or score > tuple(self.best_score):
+                self.best_score = score
+                self.best_state = {
+                    k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                }
+                self.bad_epochs = 0
+            else:
+                self.bad_epochs += 1
+            self.stopped_early = distributed.broadcast_flag(
+                args.patience > 0 and self.bad_epochs >= args.patience, ctx
+            )
+            if ctx.is_main:
+                print(METRIC_LINE.format(**record), flush=True)
+                if self.stopped_early:
+                    print(f"early stop: no better validation score for {self.bad_epochs} epochs")
+                if self.checkpoint_dir is not None:
+                    checkpointing.save_checkpoint(self.checkpoint_dir, self.state(epoch))
+            ran += 1
+            epoch += 1
+        return True
+
+    def export(self) -> None:
+        if not self.ctx.is_main:
+            return
+        state = self.best_state or self.model.state_dict()
+        best = max(self.history, key=lambda h: (h["val_acc"], -h["val_mae"]), default=None)
+        meta = export_model_dir(
+            Path(self.args.model_dir),
+            state,
+            self.args.arch,
+            self.image_size,
+            extra={
+                "best_epoch": best["epoch"] if best else None,
+                "val_acc": best["val_acc"] if best else None,
+            },
+        )
+        write_curves(self.history, Path(self.args.output_data_dir))
+        print(f"model: {self.args.arch} version {meta['version']} written to {self.args.model_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ctx = distributed.setup()
+    if ctx.device.type == "cpu":
+        cores = len(os.sched_getaffinity(0))
+        torch.set_num_threads(
+            args.num_threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        )
+    elif int(os.environ.get("SM_NUM_GPUS", "1")) > 1 and not ctx.distributed:
+        print(
+            f"note: {os.environ['SM_NUM_GPUS']} GPUs but no torchrun launch; using one. "
+            "Enable distribution={'torch_distributed': {'enabled': True}} to use them all."
+        )
+    try:
+        trainer = Trainer(args, ctx)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if ctx.is_main:
+        print(
+            f"training {args.arch} on {len(trainer.train_data)} images "
+            f"({len(trainer.val_data)} validation) at {trainer.image_size}px on "
+            f"{ctx.world_size} x {ctx.device.type}, amp={trainer.amp_dtype}"
+        )
+    finished = trainer.fit()
+    if finished:
+        trainer.export()
+    distributed.barrier(ctx)
+    distributed.teardown(ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
