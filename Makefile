@@ -15,10 +15,10 @@ export CDK_DISABLE_VERSION_CHECK := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export SAGEMAKER_VALIDATE_ROLE := false
 
-.PHONY: help install run test bench lint format synth lock clean
+.PHONY: help install run test bench lint format synth bootstrap deploy lock clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -46,12 +46,25 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-synth: $(STAMP) ## Synthesize the CDK app into cdk.out, offline
-	@# The CDK CLI pinned by package-lock.json: npm ci once per lock (the wheel's bin/npm is a
-	@# copy that cannot find its lib, so npm-cli.js runs on the wheel's node directly).
-	@lock=node_modules/.ci-$$(sha256sum package-lock.json | cut -c1-16); test -f $$lock || { \
-	  node $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js ci --no-audit --no-fund && touch $$lock; }
-	AWS_EC2_METADATA_DISABLED=true node_modules/.bin/cdk synth --quiet
+# The CDK CLI pinned by package-lock.json, installed once per lock (the wheel's bin/npm is a
+# copy that cannot find its lib, so npm-cli.js runs on the wheel's node directly).
+CDK_STAMP := node_modules/.installed-$(shell sha256sum package-lock.json | cut -c1-16)
+CDK := node_modules/.bin/cdk
+ENV ?= dev
+
+$(CDK_STAMP): package-lock.json | $(STAMP)
+	node $(NODE_BIN)/../lib/node_modules/npm/bin/npm-cli.js ci --no-audit --no-fund
+	@rm -f node_modules/.installed-*
+	@touch $@
+
+synth: $(STAMP) $(CDK_STAMP) ## Synthesize the CDK app into cdk.out, offline (ENV=dev|prod)
+	AWS_EC2_METADATA_DISABLED=true $(CDK) synth --quiet -c bincount:environment=$(ENV)
+
+bootstrap: $(STAMP) $(CDK_STAMP) ## cdk bootstrap the account and region of ENV (once per account and region)
+	$(CDK) bootstrap -c bincount:environment=$(ENV)
+
+deploy: $(STAMP) $(CDK_STAMP) ## cdk deploy the stack of ENV (dev|prod) with your AWS credentials
+	$(CDK) deploy -c bincount:environment=$(ENV) --require-approval broadening
 
 lock: ## Re-resolve and rewrite constraints.txt from pyproject.toml
 	rm -rf /tmp/bincount-lock && $(PYTHON_BOOT) -m venv /tmp/bincount-lock

@@ -72,6 +72,10 @@ def _offline_sdk(region: str):
     saved = {name: os.environ.get(name) for name in changes}
     sdk_loggers = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.config")]
     saved_levels = [logger.level for logger in sdk_loggers]
+    # Some SDK modules call logging.basicConfig(level=INFO) on import: the caller's root
+    # logger (and so botocore's chatter) stays as it was.
+    root = logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
     # A default boto3 session created in here would keep the inert keys: keep the caller's.
     saved_default_session = boto3.DEFAULT_SESSION
     boto3.DEFAULT_SESSION = None
@@ -92,6 +96,8 @@ def _offline_sdk(region: str):
     finally:
         for logger, level in zip(sdk_loggers, saved_levels, strict=True):
             logger.setLevel(level)
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
         _set_environ(saved)
         boto3.DEFAULT_SESSION = saved_default_session
         if config_manager:

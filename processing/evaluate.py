@@ -19,7 +19,6 @@ import importlib.util
 import io
 import json
 import math
-import os
 import sys
 import tarfile
 import tempfile
@@ -29,6 +28,7 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+from atomic_io import write_atomic
 
 
 class EvaluationError(RuntimeError):
@@ -193,13 +193,6 @@ def build_report(truth: np.ndarray, pred: np.ndarray, classes: list[int], meta: 
 # --- outputs -------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def confusion_png(confusion: dict, accuracy: float) -> bytes | None:
     """The matrix as a picture; None where the image lacks matplotlib (the report still stands)."""
     try:
@@ -260,12 +253,12 @@ def evaluate(model_dir: Path, test_dir: Path, output_dir: Path, batch_size: int 
     metrics = report["multiclass_classification_metrics"]
     png = confusion_png(metrics["confusion_matrix"], metrics["accuracy"]["value"])
     if png is not None:
-        _atomic_write(output_dir / "confusion_matrix.png", png)
-    _atomic_write(
+        write_atomic(output_dir / "confusion_matrix.png", png)
+    write_atomic(
         output_dir / "predictions.csv", predictions_csv(ids, truth, pred, probabilities, classes)
     )
     # Last, so a report on disk always comes with its plot and predictions.
-    _atomic_write(output_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
+    write_atomic(output_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
 
 

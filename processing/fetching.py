@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from atomic_io import write_atomic
 from decoding import BadImage, decode_image
 from selection import Item
 from sources import ObjectMissing
@@ -95,7 +94,7 @@ class Fetcher:
         data = self.source.read(relative)
         out.downloaded += len(data)
         if cached is not None:
-            _atomic_write(cached, data)
+            write_atomic(cached, data)
         return parse(data)
 
 
@@ -104,14 +103,6 @@ def _quantity(data: bytes) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"EXPECTED_QUANTITY is {value!r}, not an integer")
     return value
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int) -> Iterator[R]:

@@ -19,11 +19,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+from atomic_io import write_atomic
 from fetching import Fetcher, Outcome, ordered_map
 from hosts import current_host
 from selection import cap_per_class, in_range, load_file_list, scan
@@ -198,10 +198,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from atomic_io import write_atomic
 from PIL import Image, ImageDraw
 
 CLASSES = (1, 2, 3, 4, 5)
@@ -62,14 +61,6 @@ def image_id(index: int) -> str:
     if index % 8 == 1:  # the unpadded twin of the previous (padded) id: a different image
         return str(number - 1)
     return str(number)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
@@ -291,17 +282,17 @@ def generate(
             jpeg = bytes(64) + jpeg[64:]
         elif kind == "truncated":
             jpeg = jpeg[: len(jpeg) * 3 // 5]
-        _atomic_write(root / "bin-images" / f"{ident}.jpg", jpeg)
+        write_atomic(root / "bin-images" / f"{ident}.jpg", jpeg)
         if kind != "missing_metadata":
             payload = json.dumps(meta, indent=4, sort_keys=True).encode()
-            _atomic_write(root / "metadata" / f"{ident}.json", payload)
+            write_atomic(root / "metadata" / f"{ident}.json", payload)
         if kind == "good":
             data.ids.append(ident)
             data.labels.append(quantity)
         else:
             getattr(data, kind).append(ident)
     if file_list is not None:
-        _atomic_write(Path(file_list), json.dumps(data.file_list()).encode())
+        write_atomic(Path(file_list), json.dumps(data.file_list()).encode())
     return data
 
 

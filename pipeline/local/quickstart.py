@@ -31,10 +31,10 @@ REAL_BINS = REPO_ROOT.parent / "shared" / "data" / "real-bins"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--per-class", type=int, default=300, help="generated images per count 1..5"
+        "--per-class", type=int, default=500, help="generated images per count 1..5"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.003)

@@ -121,7 +121,8 @@ def test_runs_as_the_processing_job_runs_it(tmp_path: Path):
     test_dir = write_shards(tmp_path / "test", n=20, size=32, seed=4)
     code = tmp_path / "code"
     code.mkdir()
-    (code / "evaluate.py").write_bytes((REPO / "processing" / "evaluate.py").read_bytes())
+    for script in (REPO / "processing").glob("*.py"):
+        (code / script.name).write_bytes(script.read_bytes())
     done = subprocess.run(
         [sys.executable, "evaluate.py", "--model-dir", str(model_input), "--test-dir",
          str(test_dir), "--output-dir", str(tmp_path / "out")],
