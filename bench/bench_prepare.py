@@ -227,6 +227,8 @@ def main() -> None:
     finally:
         server.stop()
     lines = [
+        "## Prepare throughput and memory",
+        "",
         f"Prepare vs the seed's way, {IMAGE_SIZE}px, local S3 (moto) with {LATENCY_S * 1000:.0f} "
         "ms per request, 64 workers:",
         "",

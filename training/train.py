@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import checkpointing
+import cpu_allocator
 import distributed
 import numpy as np
 import torch
 from augment import augment_batch
 from curves import write_curves
 from data import DataError, batches, epoch_indices, load_split
-from image_transforms import normalise, resize_batch, to_model_input
+from image_transforms import to_model_input
 from losses import OrdinalCountLoss, class_weights
 from model import ARCHS, NUM_CLASSES, build_model
 from model_export import export_model_dir
@@ -199,8 +200,7 @@ class Trainer:
     def _inputs(self, images: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if gen is None:
             return to_model_input(images, self.image_size, channels_last=self.channels_last)
-        x = resize_batch(images.permute(0, 3, 1, 2).float().div_(255.0), self.image_size)
-        return normalise(augment_batch(x, gen), channels_last=self.channels_last)
+        return augment_batch(images, gen, self.image_size)  # channels_last, as the model
 
     def _autocast(self):
         return torch.autocast(
@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ctx = distributed.setup()
     if ctx.device.type == "cpu":
+        cpu_allocator.keep_freed_memory()
         cores = len(os.sched_getaffinity(0))
         torch.set_num_threads(
             args.num_threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

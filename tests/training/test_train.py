@@ -1,0 +1,368 @@
+"""train.py as SageMaker runs it: SM_* environment, string hyperparameters, one process."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_export import SERVING_FILES, weights_digest
+from shard_factory import write_shards
+from training_testing import (
+    EPOCHS,
+    METRICS,
+    REPO,
+    TRAIN_PY,
+    TrainingRun,
+    run_train,
+    sm_environment,
+)
+
+TRAINING_DIR = REPO / "training"
+
+
+def test_one_metric_line_per_epoch_that_the_pipelines_regexes_read(training_run: TrainingRun):
+    from pipeline.definition import METRIC_NAMES
+
+    assert set(METRIC_NAMES) == set(METRICS)  # METRIC_REGEX is the pipeline's, per name
+    for name in METRICS:
+        values = training_run.metric(name)
+        assert len(values) == EPOCHS, f"{name}: {values}"
+        assert all(np.isfinite(values)), f"{name}: {values}"
+    assert training_run.metric("images_per_s")[0] > 0
+    assert all(
+        0 <= v <= 1 for v in training_run.metric("val_acc") + training_run.metric("train_acc")
+    )
+    epochs = re.findall(r"^epoch=(\d+) ", training_run.stdout, re.MULTILINE)
+    assert epochs == [str(e) for e in range(1, EPOCHS + 1)]
+
+
+def test_learns_to_count_well_above_chance(training_run: TrainingRun):
+    val_acc = training_run.metric("val_acc")
+    train_loss = training_run.metric("train_loss")
+    assert max(val_acc) > 0.5, val_acc  # five balanced classes: chance is 0.2
+    assert train_loss[-1] < train_loss[0], train_loss
+
+
+def test_model_dir_holds_weights_metadata_and_serving_code(training_run: TrainingRun):
+    model_dir = training_run.model_dir
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert meta["arch"] == "smallcnn"
+    assert meta["image_size"] == 32
+    assert meta["counts"] == [1, 2, 3, 4, 5]
+    assert len(meta["mean"]) == len(meta["std"]) == 3
+    assert meta["version"] == weights_digest(state)[:12]  # no TRAINING_JOB_NAME here
+    # The exported weights are the best epoch's, as model.json says.
+    best = max(
+        json.loads((training_run.output_dir / "curves.json").read_text()),
+        key=lambda h: (h["val_acc"], -h["val_mae"]),
+    )
+    assert meta["best_epoch"] == best["epoch"]
+    assert meta["val_acc"] == pytest.approx(best["val_acc"])
+
+    code = model_dir / "code"
+    assert sorted(p.name for p in code.iterdir()) == sorted(SERVING_FILES)
+    missing = serving_imports(TRAINING_DIR / "inference.py") - {p.stem for p in code.glob("*.py")}
+    assert not missing, f"inference.py imports {missing} from training/ but code/ lacks them"
+    for name in SERVING_FILES:
+        assert (code / name).read_bytes() == (TRAINING_DIR / name).read_bytes()
+    assert (code / "requirements.txt").is_file()
+
+
+def serving_imports(entry: Path) -> set[str]:
+    """Every module under training/ that `entry` imports, directly or through another."""
+    local = {p.stem for p in TRAINING_DIR.glob("*.py")}
+    found: set[str] = set()
+    pending = [entry]
+    while pending:
+        tree = ast.parse(pending.pop().read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module.split(".")[0]]
+            else:
+                continue
+            for name in set(names) & local - found:
+                found.add(name)
+                pending.append(TRAINING_DIR / f"{name}.py")
+    return found
+
+
+def test_curves_as_json_and_png_in_the_output_dir(training_run: TrainingRun):
+    history = json.loads((training_run.output_dir / "curves.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    assert [h["val_acc"] for h in history] == pytest.approx(
+        training_run.metric("val_acc"), abs=1e-4
+    )
+    assert set(METRICS) <= set(history[0])
+    png = (training_run.output_dir / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+def test_no_half_written_files_left_behind(training_run: TrainingRun):
+    leftovers = list(training_run.root.rglob(".*"))
+    assert not leftovers, leftovers
+    assert (training_run.checkpoint_dir / "checkpoint.pt").is_file()
+
+
+def test_resumed_run_ends_with_the_uninterrupted_runs_weights(
+    tmp_path: Path, shard_data: Path, training_run: TrainingRun
+):
+    checkpoints = tmp_path / "spot-checkpoints"
+    first = run_train(
+        tmp_path / "first",
+        shard_data,
+        None,
+        "--max_epochs_this_run",
+        "3",
+        checkpoint_dir=checkpoints,
+    )
+    assert first.returncode == 0, first.stderr
+    assert first.metric("val_acc") == training_run.metric("val_acc")[:3]
+    assert not (first.model_dir / "model.pt").exists()  # interrupted: nothing exported yet
+
+    second = run_train(tmp_path / "second", shard_data, checkpoint_dir=checkpoints)
+    assert second.returncode == 0, second.stderr
+    assert "resuming after epoch 3" in second.stdout
+    assert re.findall(r"^epoch=(\d+)", second.stdout, re.MULTILINE) == ["4", "5", "6"]
+    for name in ("train_loss", "val_loss", "val_acc", "lr"):
+        assert second.metric(name) == training_run.metric(name)[3:], name
+
+    assert_same_tensors(
+        torch.load(second.model_dir / "model.pt", weights_only=True),
+        torch.load(training_run.model_dir / "model.pt", weights_only=True),
+    )
+    # The last epoch's weights too (model.pt holds the best epoch's, possibly an early one).
+    assert_same_tensors(
+        torch.load(checkpoints / "checkpoint.pt", weights_only=False)["model"],
+        torch.load(training_run.checkpoint_dir / "checkpoint.pt", weights_only=False)["model"],
+    )
+    assert (second.model_dir / "model.json").read_text() == (
+        training_run.model_dir / "model.json"
+    ).read_text()
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"tensors differ: {differ}"
+
+
+def test_checkpoint_for_another_image_size_is_not_resumed(tmp_path: Path, shard_data: Path, capsys):
+    import train
+
+    checkpoints = tmp_path / "checkpoints"
+    args = ["--epochs", "1", "--num_threads", "1", "--pretrained", "false"]
+    common = [
+        "--train",
+        str(shard_data / "train"),
+        "--validation",
+        str(shard_data / "validation"),
+        "--output_data_dir",
+        str(tmp_path / "out"),
+        "--checkpoint_dir",
+        str(checkpoints),
+    ]
+    assert (
+        train.main([*args, *common, "--model_dir", str(tmp_path / "a"), "--image_size", "24"]) == 0
+    )
+    assert train.main([*args, *common, "--model_dir", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "holds smallcnn@24px, not smallcnn@32px; starting afresh" in out
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["image_size"] == 32
+
+
+def test_pretrained_offline_says_so_and_trains_from_scratch(
+    tmp_path: Path, no_network: list, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    import train
+
+    write_shards(tmp_path / "train", 24, size=32, seed=1)
+    write_shards(tmp_path / "validation", 10, size=32, seed=2)
+    torch_home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))  # no cached ImageNet weights
+    for key, value in sm_environment(tmp_path, tmp_path / "train", tmp_path / "validation").items():
+        if key.startswith("SM_"):
+            monkeypatch.setenv(key, value)
+    code = train.main(
+        [
+            "--epochs",
+            "1",
+            "--arch",
+            "resnet18",
+            "--pretrained",
+            "true",
+            "--batch_size",
+            "12",
+            "--num_threads",
+            "1",
+            "--checkpoint_dir",
+            str(tmp_path / "checkpoints"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert no_network, "expected an attempt to fetch the ImageNet weights"
+    assert "pretrained: could not load ImageNet weights for resnet18" in out
+    assert "training from scratch" in out
+    assert (tmp_path / "model" / "model.pt").is_file()
+    assert not list(torch_home.rglob("*.pth"))
+
+
+def test_missing_channel_is_a_clear_error_with_exit_code_2(tmp_path: Path, shard_data: Path):
+    env = sm_environment(tmp_path, shard_data / "train", tmp_path / "no-such-channel")
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN_PY), "--epochs", "1", "--checkpoint_dir", str(tmp_path / "c")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"error: data channel {tmp_path / 'no-such-channel'} does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "model").exists()
+
+
+def _garbage(folder: Path) -> None:
+    (folder / "algo-1-00000.npz").write_bytes(b"this is not an npz file")
+
+
+def _truncated(folder: Path) -> None:
+    write_shards(folder, 8)
+    shard = folder / "algo-1-00000.npz"
+    shard.write_bytes(shard.read_bytes()[:3000])
+
+
+def _no_images(folder: Path) -> None:
+    np.savez(
+        folder / "algo-1-00000.npz",
+        images=np.zeros((0, 32, 32, 3), np.uint8),
+        labels=np.zeros(0, np.int64),
+        ids=np.zeros(0, "<U8"),
+    )
+
+
+def _label_six(folder: Path) -> None:
+    np.savez(
+        folder / "algo-1-00000.npz",
+        images=np.zeros((2, 32, 32, 3), np.uint8),
+        labels=np.array([1, 6]),
+        ids=np.array(["a", "b"]),
+    )
+
+
+def _float_images(folder: Path) -> None:
+    np.savez(
+        folder / "algo-1-00000.npz",
+        images=np.zeros((2, 32, 32, 3), np.float32),
+        labels=np.array([1, 2]),
+        ids=np.array(["a", "b"]),
+    )
+
+
+def _no_labels(folder: Path) -> None:
+    np.savez(folder / "algo-1-00000.npz", images=np.zeros((2, 32, 32, 3), np.uint8))
+
+
+def _mixed_sizes(folder: Path) -> None:
+    write_shards(folder, 4, size=32)
+    np.savez(
+        folder / "algo-1-00009.npz",
+        images=np.zeros((2, 24, 24, 3), np.uint8),
+        labels=np.array([1, 2]),
+        ids=np.array(["a", "b"]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda folder: None, "holds no *.npz shards"),
+        (_garbage, "is not a readable npz shard"),
+        (_truncated, "is not a readable npz shard"),
+        (_no_images, "holds shards but no images"),
+        (_label_six, "labels outside (1, 2, 3, 4, 5): [6]"),
+        (_float_images, "images must be uint8 [N,S,S,3], got float32"),
+        (_no_labels, "lacks labels"),
+        (_mixed_sizes, "shards have different image sizes [24, 32]"),
+    ],
+    ids=["empty", "garbage", "truncated", "no-images", "label-6", "float", "no-labels", "sizes"],
+)
+def test_bad_training_channel_is_a_clear_error_with_exit_code_2(
+    tmp_path: Path, shard_data: Path, make, message: str, capsys
+):
+    import train
+
+    channel = tmp_path / "train"
+    channel.mkdir()
+    make(channel)
+    code = train.main(
+        [
+            "--train",
+            str(channel),
+            "--validation",
+            str(shard_data / "validation"),
+            "--model_dir",
+            str(tmp_path / "model"),
+            "--checkpoint_dir",
+            "",
+            "--num_threads",
+            "1",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and str(channel) in err, err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--batch_size", "0"], "--batch_size must be at least 1"),
+        (["--learning_rate", "-1"], "--learning_rate must be positive"),
+        (["--pretrained", "maybe"], "expected true or false, got 'maybe'"),
+        (["--arch", "vgg16"], "invalid choice: 'vgg16'"),
+    ],
+)
+def test_bad_hyperparameter_is_refused_with_exit_code_2(argv: list[str], message: str, capsys):
+    import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_hyperparameters_arrive_as_strings_in_either_spelling():
+    import train
+
+    args = train.parse_args(
+        [
+            "--batch-size",
+            "16",
+            "--learning-rate",
+            "1e-3",
+            "--pretrained",
+            "False",
+            "--compile",
+            "1",
+            "--image-size",
+            "64",
+            "--sagemaker_extra",
+            "x",
+        ]
+    )
+    assert (args.batch_size, args.learning_rate, args.image_size) == (16, 1e-3, 64)
+    assert args.pretrained is False and args.compile is True
