@@ -366,3 +366,28 @@ def test_hyperparameters_arrive_as_strings_in_either_spelling():
     )
     assert (args.batch_size, args.learning_rate, args.image_size) == (16, 1e-3, 64)
     assert args.pretrained is False and args.compile is True
+
+
+def test_two_ranks_under_torchrun_train_one_model(tmp_path: Path, shard_data: Path):
+    """SageMaker's `torch_distributed` launches train.py through torchrun: two CPU ranks
+    (gloo) split each epoch, rank 0 alone logs, checkpoints and writes the model."""
+    env = sm_environment(tmp_path, shard_data / "train", shard_data / "validation")
+    args = [f"--{k}={v}" for k, v in {"epochs": "2", "arch": "smallcnn", "batch_size": "32",
+            "pretrained": "false", "seed": "7", "num_threads": "1"}.items()]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(TRAIN_PY), *args, f"--checkpoint_dir={tmp_path / 'checkpoints'}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "on 2 x cpu" in done.stdout
+    # One metric line per epoch, from rank 0 only.
+    assert re.findall(r"^epoch=(\d+) ", done.stdout, re.MULTILINE) == ["1", "2"]
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "code",
+        "model.json",
+        "model.pt",
+    ]
+    state = torch.load(tmp_path / "model" / "model.pt", map_location="cpu", weights_only=True)
+    assert all(torch.isfinite(v.float()).all() for v in state.values())
+    assert list((tmp_path / "checkpoints").glob("*"))
