@@ -305,20 +305,20 @@ def _define(
         instance_type=d.processing_instance_type,
         image_scope="training",
     )
-    network_config = (
-        NetworkConfig(
-            enable_network_isolation=settings.network_isolation,
+
+    def network_config(isolated: bool) -> NetworkConfig | None:
+        if not (settings.subnets or settings.network_isolation):
+            return None
+        return NetworkConfig(
+            enable_network_isolation=isolated and settings.network_isolation,
             subnets=list(settings.subnets),
             security_group_ids=list(settings.security_group_ids),
         )
-        if settings.subnets or settings.network_isolation
-        else None
-    )
 
     # The SDK stages install_requirements.py under code/<job_name>/source/: name it by content.
     helpers_prefix = f"sdk-{_sha256_file(install_requirements.__file__)[:16]}"
 
-    def processor(job: str) -> FrameworkProcessor:
+    def processor(job: str, isolated: bool = True) -> FrameworkProcessor:
         return FrameworkProcessor(
             image_uri=processing_image,
             command=["python3"],
@@ -331,12 +331,14 @@ def _define(
             code_location=settings.s3_uri("code"),
             base_job_name=f"{settings.pipeline_name}-{job}",
             sagemaker_session=session,
-            network_config=network_config,
+            network_config=network_config(isolated),
         )
 
     # --- 1. Prepare: download, filter, split and shard the bin images -------------------------
     splits = ("train", "validation", "test", "report")
-    prepare_args = processor("prepare").run(
+    # Prepare reads the source bucket itself (through the VPC's S3 endpoint in VPC mode), so
+    # it keeps its network; the jobs that get everything as inputs run isolated.
+    prepare_args = processor("prepare", isolated=False).run(
         code="prepare.py",
         source_dir=processing_code.uri(settings),
         job_name=helpers_prefix,

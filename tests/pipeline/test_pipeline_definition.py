@@ -215,6 +215,11 @@ def test_spot_distributed_kms_and_vpc_options_reach_the_jobs(tmp_path):
     assert prepare["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == settings.kms_key
     assert prepare["ProcessingOutputConfig"]["KmsKeyId"] == settings.kms_key
     assert prepare["NetworkConfig"]["VpcConfig"]["Subnets"] == ["subnet-1"]
+    # Prepare downloads the source itself: in the VPC, but not cut off from S3.
+    assert prepare["NetworkConfig"]["EnableNetworkIsolation"] is False
+    evaluate = step(definition, "Evaluate")["Arguments"]
+    assert evaluate["NetworkConfig"]["EnableNetworkIsolation"] is True
+    assert evaluate["NetworkConfig"]["VpcConfig"]["SecurityGroupIds"] == ["sg-1"]
 
 
 def test_job_steps_retry_on_throttling_and_capacity_and_cache(definition):

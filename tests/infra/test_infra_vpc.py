@@ -1,0 +1,76 @@
+"""VPC mode from context: jobs, model and deployer in the given subnets, still nag-clean."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+VPC = {
+    "region": "eu-west-1",
+    "endpoint_name": "bincount-secure",
+    "vpc_id": "vpc-0123456789abcdef0",
+    "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+    "security_group_ids": ["sg-0123456789abcdef0"],
+}
+
+
+@pytest.fixture(scope="module")
+def vpc_template(tmp_path_factory):
+    from app import build_app, cdk_json_context
+
+    context = cdk_json_context()
+    context["bincount:environments"] = {"secure": VPC}
+    context["bincount:environment"] = "secure"
+    outdir = tmp_path_factory.mktemp("vpc-synth")
+    app, stack = build_app(outdir=str(outdir), context=context)
+    app.synth()  # the AWS Solutions checks run here: a finding fails it
+    report = json.loads((outdir / "validation-report.json").read_text())
+    assert report["pluginReports"] == [], json.dumps(report["pluginReports"])[:3000]
+    return json.loads((outdir / f"{stack.stack_name}.template.json").read_text())
+
+
+def resources_of(template, kind):
+    return [r["Properties"] for r in template["Resources"].values() if r["Type"] == kind]
+
+
+def test_jobs_run_in_the_subnets_and_only_prepare_reaches_out(vpc_template):
+    (pipeline,) = resources_of(vpc_template, "AWS::SageMaker::Pipeline")
+    body, _ = pipeline["PipelineDefinition"]["PipelineDefinitionBody"]["Fn::Sub"]
+    steps = {s["Name"]: s for s in json.loads(body)["Steps"]}
+    vpc = {"Subnets": VPC["subnet_ids"], "SecurityGroupIds": VPC["security_group_ids"]}
+    train = steps["Train"]["Arguments"]
+    assert train["VpcConfig"] == vpc
+    assert train["EnableNetworkIsolation"] is True
+    evaluate = steps["Evaluate"]["Arguments"]["NetworkConfig"]
+    assert evaluate == {"EnableNetworkIsolation": True, "VpcConfig": vpc}
+    # Prepare reads the source bucket itself, through the VPC's S3 endpoint.
+    prepare = steps["Prepare"]["Arguments"]["NetworkConfig"]
+    assert prepare["VpcConfig"] == vpc
+    assert prepare["EnableNetworkIsolation"] is False
+
+
+def test_deployer_runs_in_the_subnets_and_isolates_the_model(vpc_template):
+    (function,) = [
+        f
+        for f in resources_of(vpc_template, "AWS::Lambda::Function")
+        if f.get("Environment", {}).get("Variables", {}).get("ENDPOINT_NAME")
+    ]
+    assert sorted(function["VpcConfig"]["SubnetIds"]) == VPC["subnet_ids"]
+    assert function["VpcConfig"]["SecurityGroupIds"] == VPC["security_group_ids"]
+    variables = function["Environment"]["Variables"]
+    assert variables["SUBNETS"] == ",".join(VPC["subnet_ids"])
+    assert variables["SECURITY_GROUP_IDS"] == ",".join(VPC["security_group_ids"])
+    assert variables["NETWORK_ISOLATION"] == "true"
+
+
+def test_job_role_may_attach_network_interfaces(vpc_template):
+    actions = {
+        action
+        for role_policy in resources_of(vpc_template, "AWS::IAM::Policy")
+        for statement in role_policy["PolicyDocument"]["Statement"]
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert {"ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission"} <= actions
