@@ -16,6 +16,7 @@ from typing import Any
 ENVIRONMENTS_KEY = "bincount:environments"
 SELECTED_KEY = "bincount:environment"
 _NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,40}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 # The SageMaker framework images (PyTorch DLCs) live in this account in most regions; the
 # exceptions are the opt-in regions below.
@@ -63,6 +64,8 @@ class StackConfig:
     vpc_id: str = ""
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+    # Buckets besides aft-vbi-pds that Prepare may read a dataset from (SourceUri), read-only.
+    source_buckets: tuple[str, ...] = ()
     # Which training instance type the pipeline defaults to (Studio can override it).
     training_instance_type: str = "ml.g4dn.xlarge"
 
@@ -80,6 +83,9 @@ class StackConfig:
                 "need 1 <= autoscaling_min <= autoscaling_max, got "
                 f"{self.autoscaling_min}, {self.autoscaling_max}"
             )
+        for bucket in self.source_buckets:
+            if not _BUCKET.match(bucket):
+                raise ValueError(f"source_buckets: {bucket!r} is not an S3 bucket name")
         if self.endpoint_instance_count < 1:
             raise ValueError("endpoint_instance_count must be at least 1")
         if bool(self.subnet_ids) != bool(self.security_group_ids) or (

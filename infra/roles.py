@@ -85,6 +85,21 @@ class Roles(Construct):
                 ],
             )
         )
+        if config.source_buckets:
+            job.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ReadSourceBuckets",
+                    actions=["s3:GetObject", "s3:ListBucket"],
+                    resources=[
+                        arn
+                        for name in config.source_buckets
+                        for arn in (
+                            f"arn:{stack.partition}:s3:::{name}",
+                            f"arn:{stack.partition}:s3:::{name}/*",
+                        )
+                    ],
+                )
+            )
         job.add_to_policy(
             iam.PolicyStatement(sid="UseProjectKey", actions=list(KMS_USE), resources=[key.key_arn])
         )
@@ -253,6 +268,11 @@ class Roles(Construct):
             "capture files under time-partitioned keys below the endpoint's capture prefix.",
             f"Resource::arn:<AWS::Partition>:s3:::{PUBLIC_DATASET_BUCKET}/*": "Prepare reads "
             "images and metadata of the public Amazon Bin Image Dataset, read-only.",
+            **{
+                f"Resource::arn:<AWS::Partition>:s3:::{name}/*": "Prepare reads a dataset in "
+                "the bin-images/ + metadata/ layout from this configured source bucket, read-only."
+                for name in config.source_buckets
+            },
             "Resource::*": "ecr:GetAuthorizationToken has no resource-level permissions; "
             "PutMetricData is held to /aws/sagemaker/* by the cloudwatch:namespace condition"
             + (

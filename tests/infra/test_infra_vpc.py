@@ -1,4 +1,5 @@
-"""VPC mode from context: jobs, model and deployer in the given subnets, still nag-clean."""
+"""A second environment from context: VPC mode (jobs, model and deployer in the given subnets)
+and an extra source bucket, still free of cdk-nag findings."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ VPC = {
     "vpc_id": "vpc-0123456789abcdef0",
     "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
     "security_group_ids": ["sg-0123456789abcdef0"],
+    "source_buckets": ["example-corp-bin-photos"],
 }
 
 
@@ -74,3 +76,25 @@ def test_job_role_may_attach_network_interfaces(vpc_template):
         )
     }
     assert {"ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission"} <= actions
+
+
+def test_jobs_read_the_configured_source_bucket_only(vpc_template):
+    (job_policy,) = [
+        p
+        for p in resources_of(vpc_template, "AWS::IAM::Policy")
+        if any(s.get("Sid") == "ReadSourceBuckets" for s in p["PolicyDocument"]["Statement"])
+    ]
+    (statement,) = [
+        s for s in job_policy["PolicyDocument"]["Statement"] if s["Sid"] == "ReadSourceBuckets"
+    ]
+    assert sorted(statement["Action"]) == ["s3:GetObject", "s3:ListBucket"]
+    resources = json.dumps(statement["Resource"])
+    assert ":s3:::example-corp-bin-photos" in resources
+    assert ":s3:::example-corp-bin-photos/*" in resources
+
+
+def test_a_bad_source_bucket_name_is_refused():
+    from infra.config import StackConfig
+
+    with pytest.raises(ValueError, match="source_buckets: 'Not_A_Bucket'"):
+        StackConfig.from_dict({"source_buckets": ["Not_A_Bucket"]})
