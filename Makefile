@@ -72,5 +72,6 @@ lock: ## Re-resolve and rewrite constraints.txt from pyproject.toml
 	( head -n 2 constraints.txt; /tmp/bincount-lock/bin/pip freeze --exclude-editable ) > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
-clean: ## Remove build outputs and the local store (keeps .venv)
-	rm -rf cdk.out build .bincount .pytest_cache .ruff_cache
+clean: ## Stop local endpoints; remove build outputs and the local store (keeps .venv)
+	@if [ -d .bincount ] && [ -x $(PY) ]; then $(PY) -m pipeline endpoints stop --all || true; fi
+	rm -rf cdk.out build .bincount .pytest_cache .ruff_cache .hypothesis
