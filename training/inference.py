@@ -21,7 +21,6 @@ import binascii
 import io
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +131,10 @@ def decode_image(data: bytes, size: int, index: int = 0) -> np.ndarray:
     """
     where = f"image {index}" if index else "the image"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        # Only the header is read here; PIL itself refuses (DecompressionBombError) what is
+        # far beyond our own MAX_PIXELS check below. No warnings filter: it is process-wide
+        # state, and a threaded server would race on it.
+        image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise too_large(f"{where} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels")
@@ -149,7 +149,7 @@ def decode_image(data: bytes, size: int, index: int = 0) -> np.ndarray:
             floor = max(1, (size * 4) // 5)
             image.draft("RGB", (floor, floor))
             rgb = image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise too_large(f"{where} is too large to decode: {exc}") from None
     except OSError as exc:  # UnidentifiedImageError, truncated data, broken streams
         raise bad_request(f"{where} is not a readable JPEG or PNG: {exc}") from None
