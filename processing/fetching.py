@@ -7,7 +7,6 @@ fetched objects are kept there and reused on the next run when they are still va
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -19,6 +18,7 @@ from typing import TypeVar
 import numpy as np
 from atomic_io import write_atomic
 from decoding import BadImage, decode_image
+from metadata import expected_quantity
 from selection import Item
 from sources import ObjectMissing
 
@@ -57,7 +57,9 @@ class Fetcher:
         out = Outcome(item.image_id, item.label)
         if not item.from_metadata:
             try:
-                quantity = self._with_cache(f"metadata/{item.image_id}.json", out, _quantity)
+                quantity = self._with_cache(
+                    f"metadata/{item.image_id}.json", out, expected_quantity
+                )
             except ObjectMissing as err:
                 return self._skip(out, "missing_metadata", str(err))
             except (ValueError, KeyError, TypeError) as err:
@@ -96,13 +98,6 @@ class Fetcher:
         if cached is not None:
             write_atomic(cached, data)
         return parse(data)
-
-
-def _quantity(data: bytes) -> int:
-    value = json.loads(data)["EXPECTED_QUANTITY"]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"EXPECTED_QUANTITY is {value!r}, not an integer")
-    return value
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int) -> Iterator[R]:

@@ -180,9 +180,9 @@ def run(args: argparse.Namespace) -> dict:
             },
             "images_per_s": round(len(share) / max(fetched_at - selected_at, 1e-9), 1),
         }
+        stats["seconds"]["total"] = round(time.perf_counter() - started, 3)
         _write_json(report / f"stats-{host.name}.json", stats)
         staging.commit()
-    stats["seconds"]["total"] = round(time.perf_counter() - started, 3)
     log.info(
         "host %s: %d usable (%s), %d skipped (%s), %.1f MB downloaded, %.0f images/s -> %s",
         host.name,

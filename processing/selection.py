@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from botocore.exceptions import ClientError
+from metadata import expected_quantity
 from sources import ObjectMissing, read_uri
 
 log = logging.getLogger("prepare")
@@ -104,9 +105,8 @@ def scan(
 
     def quantity(image_id: str) -> int | None:
         try:
-            meta = json.loads(read(f"metadata/{image_id}.json"))
-            return int(meta["EXPECTED_QUANTITY"])
-        except Exception:  # unreadable or unreachable metadata: not selectable, never fatal
+            return expected_quantity(read(f"metadata/{image_id}.json"))
+        except Exception:  # unreadable, unreachable or non-integer: not selectable, never fatal
             return None
 
     def full() -> bool:

@@ -6,11 +6,10 @@ written to a temp name and renamed. Only one shard's worth of images is held in 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from atomic_io import atomic_file
 
 
 class ShardWriter:
@@ -40,14 +39,12 @@ class ShardWriter:
         n = len(self.ids)
         path = self.folder / f"{self.host}-{len(self.written):05d}.npz"
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path) as f:
             np.savez(
                 f,
                 images=self.images[:n],
                 labels=np.asarray(self.labels, dtype=np.int64),
                 ids=np.asarray(self.ids, dtype=str),
             )
-        os.replace(tmp, path)
         self.written.append(path)
         self.ids, self.labels = [], []

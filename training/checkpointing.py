@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from atomic_files import atomic_file
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -51,16 +52,10 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(folder: Path, state: dict[str, Any]) -> Path:
     """Write `state` to folder/checkpoint.pt through a temp file and a rename."""
     target = folder / CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(target) as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # on disk before the rename: a spot reclaim may follow at once
     return target
 
 

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+from atomic_files import write_atomic
 
 
 def write_curves(history: list[dict[str, Any]], folder: Path) -> None:
     """folder/curves.json (every epoch's metrics) and folder/curves.png (loss, accuracy, MAE)."""
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(folder / "curves.json", json.dumps(history, indent=2).encode())
+    write_atomic(folder / "curves.json", json.dumps(history, indent=2).encode())
     if not history:
         return
 
@@ -48,4 +41,4 @@ def write_curves(history: list[dict[str, Any]], folder: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    _atomic_write(folder / "curves.png", buf.getvalue())
+    write_atomic(folder / "curves.png", buf.getvalue())

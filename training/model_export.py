@@ -7,12 +7,11 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from atomic_files import write_atomic
 from image_transforms import IMAGENET_MEAN, IMAGENET_STD
 from model import COUNTS
 
@@ -25,13 +24,6 @@ SERVING_FILES = (
     "serving_errors.py",
     "requirements.txt",
 )
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -66,7 +58,7 @@ def export_model_dir(
     state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
     buf = io.BytesIO()
     torch.save(state_dict, buf)
-    _atomic_write(model_dir / "model.pt", buf.getvalue())
+    write_atomic(model_dir / "model.pt", buf.getvalue())
 
     meta: dict[str, Any] = {
         "arch": arch,
@@ -77,17 +69,10 @@ def export_model_dir(
         "version": model_version(weights_digest(state_dict)),
         **(extra or {}),
     }
-    _atomic_write(model_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
+    write_atomic(model_dir / "model.json", (json.dumps(meta, indent=2) + "\n").encode())
 
     code = model_dir / "code"
     code.mkdir(exist_ok=True)
     for name in SERVING_FILES:
-        _atomic_write(code / name, (HERE / name).read_bytes())
+        write_atomic(code / name, (HERE / name).read_bytes())
     return meta
-
-
-def copy_serving_code(target: Path) -> None:
-    """Only the serving files (tests and tools that build a model dir by hand use this)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in SERVING_FILES:
-        shutil.copyfile(HERE / name, target / name)

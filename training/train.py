@@ -288,6 +288,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "arch": self.args.arch,
             "image_size": self.image_size,
+            "job": os.environ.get("TRAINING_JOB_NAME", ""),
         }
 
     def _resume(self) -> None:
@@ -296,6 +297,14 @@ class Trainer:
         state = checkpointing.load_checkpoint(folder) if self.ctx.is_main else None
         state = distributed.broadcast_object(state, self.ctx)
         if state is None:
+            return
+        job = os.environ.get("TRAINING_JOB_NAME", "")
+        if state.get("job", "") != job:
+            # A spot restart keeps its job name; another job's checkpoint is not ours to finish.
+            print(
+                f"checkpoint: {folder} belongs to job {state.get('job')!r}, not {job!r}; "
+                "starting afresh"
+            )
             return
         if state["arch"] != self.args.arch or state["image_size"] != self.image_size:
             print(
@@ -378,7 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     ctx = distributed.setup()
     if ctx.device.type == "cpu":
         cpu_allocator.keep_freed_memory()
-        cores = len(os.sched_getaffinity(0))
+        # The cores this process may use (a container's share); elsewhere than Linux, all.
+        cores = (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        ) or 1
         torch.set_num_threads(
             args.num_threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         )

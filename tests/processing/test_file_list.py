@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from metadata import expected_quantity
 from selection import BUNDLED_LIST, cap_per_class, load_file_list, parse_file_list, scan
 from sources import LocalSource
 from synthetic import generate
@@ -73,3 +74,24 @@ def test_scan_keeps_counts_in_range_caps_classes_and_is_deterministic(tmp_path):
     assert again == chosen
     everything = scan(source.list_names, source.read, 1, 3, per_class_cap=0, workers=4)
     assert len(everything) == 15 and set(chosen) <= set(everything)
+
+
+def test_scan_and_list_mode_read_expected_quantity_alike():
+    """2.7, "3" and true are no counts: a scan skips them as fetching rejects them."""
+    metadata = {
+        "00001": b'{"EXPECTED_QUANTITY": 2}',
+        "00002": b'{"EXPECTED_QUANTITY": 2.7}',
+        "00003": b'{"EXPECTED_QUANTITY": "3"}',
+        "00004": b'{"EXPECTED_QUANTITY": true}',
+        "00005": b'{"BIN_FCSKU_DATA": {}}',
+    }
+    names = lambda folder: [f"{i}.json" for i in metadata]  # noqa: E731
+    read = lambda key: metadata[key.removeprefix("metadata/").removesuffix(".json")]  # noqa: E731
+    chosen = scan(names, read, 1, 5, 0, 2)
+    assert [(item.image_id, item.label) for item in chosen] == [("00001", 2)]
+    assert expected_quantity(metadata["00001"]) == 2
+    for bad in ("00002", "00003", "00004"):
+        with pytest.raises(TypeError, match="not an integer"):
+            expected_quantity(metadata[bad])
+    with pytest.raises(KeyError):
+        expected_quantity(metadata["00005"])

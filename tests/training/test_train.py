@@ -181,6 +181,28 @@ def test_checkpoint_for_another_image_size_is_not_resumed(tmp_path: Path, shard_
     assert json.loads((tmp_path / "b" / "model.json").read_text())["image_size"] == 32
 
 
+def test_checkpoint_of_another_job_is_not_resumed(
+    tmp_path: Path, shard_data: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """A finished job's checkpoint left in the same place must not stand in for a new job's
+    training (a spot restart keeps its job name, a new execution does not)."""
+    import train
+
+    common = [
+        "--epochs", "2", "--num_threads", "1", "--pretrained", "false",
+        "--train", str(shard_data / "train"), "--validation", str(shard_data / "validation"),
+        "--output_data_dir", str(tmp_path / "out"), "--checkpoint_dir", str(tmp_path / "ckpt"),
+    ]  # fmt: skip
+    monkeypatch.setenv("TRAINING_JOB_NAME", "pipelines-first-train")
+    assert train.main([*common, "--model_dir", str(tmp_path / "a")]) == 0
+    monkeypatch.setenv("TRAINING_JOB_NAME", "pipelines-second-train")
+    assert train.main([*common, "--model_dir", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "belongs to job 'pipelines-first-train', not 'pipelines-second-train'" in out
+    # The second job trained its own epochs rather than exporting the first job's final state.
+    assert out.count("epoch=1 ") == 2 and out.count("epoch=2 ") == 2
+
+
 def test_pretrained_offline_says_so_and_trains_from_scratch(
     tmp_path: Path, no_network: list, monkeypatch: pytest.MonkeyPatch, capsys
 ):
