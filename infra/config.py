@@ -16,6 +16,9 @@ from typing import Any
 ENVIRONMENTS_KEY = "bincount:environments"
 SELECTED_KEY = "bincount:environment"
 _NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,40}$")
+# Days SageMaker Pipelines reuses a cached step's outputs (pipeline/settings.py
+# cache_expire_after, P30D): intermediate outputs must outlive every cache hit on them.
+STEP_CACHE_DAYS = 30
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 # The SageMaker framework images (PyTorch DLCs) live in this account in most regions; the
@@ -56,7 +59,8 @@ class StackConfig:
     deployer_wait_seconds: int = 600
     latency_alarm_microseconds: int = 2_000_000
     error_alarm_count: int = 5
-    # Days before objects under the executions prefix expire, and noncurrent versions go.
+    # Days before objects under the intermediate prefix expire (more than STEP_CACHE_DAYS),
+    # and noncurrent versions go. Nothing under executions/ (models, reports) expires.
     execution_outputs_days: int = 90
     noncurrent_days: int = 30
     log_retention_days: int = 365
@@ -86,6 +90,12 @@ class StackConfig:
         for bucket in self.source_buckets:
             if not _BUCKET.match(bucket):
                 raise ValueError(f"source_buckets: {bucket!r} is not an S3 bucket name")
+        if self.execution_outputs_days <= STEP_CACHE_DAYS:
+            raise ValueError(
+                f"execution_outputs_days must exceed the pipeline's {STEP_CACHE_DAYS}-day step "
+                "cache (a cached step's outputs must still be there when it is reused), got "
+                f"{self.execution_outputs_days}"
+            )
         if self.endpoint_instance_count < 1:
             raise ValueError("endpoint_instance_count must be at least 1")
         if bool(self.subnet_ids) != bool(self.security_group_ids) or (
@@ -110,6 +120,11 @@ class StackConfig:
     def s3_prefix(self) -> str:
         """Everything the pipeline reads and writes lives under this key prefix."""
         return self.project
+
+    @property
+    def intermediate_prefix(self) -> str:
+        """Step outputs no model version refers to; they expire (execution_outputs_days)."""
+        return f"{self.s3_prefix}/intermediate"
 
     @property
     def data_capture_prefix(self) -> str:

@@ -1,6 +1,7 @@
-"""The deployer: a Lambda (infra/deployer_lambda) behind the pipeline's Deploy step and an
-EventBridge rule on the model package group's approvals, plus the alarms that roll a
-blue/green update back."""
+"""The deployer: a Lambda (infra/deployer_lambda) behind the pipeline's Deploy step, an
+EventBridge rule on the model package group's approvals and one on the endpoint coming into
+service (to finish autoscaling), plus the alarms that roll a blue/green update back and a
+dead-letter queue for the events it could not handle."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import StackConfig
@@ -25,10 +27,12 @@ SAGEMAKER = "sagemaker.amazonaws.com"
 AUTOSCALING_SERVICE = "sagemaker.application-autoscaling.amazonaws.com"
 VARIANT = "AllTraffic"
 APPROVAL_EVENT = "SageMaker Model Package State Change"
+ENDPOINT_EVENT = "SageMaker Endpoint State Change"
 
 
 class Deployer(Construct):
-    """`function` deploys Approved packages to the endpoint; `rule` feeds it approvals."""
+    """`function` deploys Approved packages to the endpoint; `rule` feeds it approvals,
+    `in_service_rule` the endpoint's arrival in service; `dead_letters` keeps what failed."""
 
     def __init__(
         self,
@@ -87,6 +91,36 @@ class Deployer(Construct):
                 ],
             }
 
+        # Approvals that could not be delivered or deployed (after retries) land here.
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=RemovalPolicy.RETAIN
+            if config.removal == "retain"
+            else RemovalPolicy.DESTROY,
+        )
+        Validations.of(self.dead_letters).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-SQS3",
+                reason="This queue is itself the dead-letter queue of the deployer's "
+                "EventBridge targets and asynchronous invocations.",
+            )
+        )
+        # EventBridge and Lambda encrypt what they send to the queue with the stack's key.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="EventBridgeDeadLetters",
+                principals=[iam.ServicePrincipal("events.amazonaws.com")],
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            )
+        )
+
         data_capture_uri = f"s3://{bucket.bucket_name}/{config.data_capture_prefix}"
         self.function = lambda_.Function(
             self,
@@ -97,6 +131,9 @@ class Deployer(Construct):
             description="Deploys Approved bincount model packages; rolls back Rejected live ones",
             timeout=Duration.minutes(15),
             memory_size=256,
+            # One deployment at a time: the Deploy step and the approval rule never race.
+            reserved_concurrent_executions=1,
+            dead_letter_queue=self.dead_letters,
             role=self.role,
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
@@ -136,7 +173,24 @@ class Deployer(Construct):
                     "ModelApprovalStatus": ["Approved", "Rejected"],
                 },
             ),
-            targets=[targets.LambdaFunction(self.function, retry_attempts=2)],
+            targets=[self._target()],
+        )
+        # A creation that outlasts one call's wait finishes its autoscaling here.
+        self.in_service_rule = events.Rule(
+            self,
+            "InServiceRule",
+            description=f"Endpoint {endpoint} in service: the deployer sets up autoscaling",
+            event_pattern=events.EventPattern(
+                source=["aws.sagemaker"],
+                detail_type=[ENDPOINT_EVENT],
+                detail={"EndpointName": [endpoint], "EndpointStatus": ["IN_SERVICE"]},
+            ),
+            targets=[self._target()],
+        )
+
+    def _target(self) -> targets.LambdaFunction:
+        return targets.LambdaFunction(
+            self.function, retry_attempts=2, dead_letter_queue=self.dead_letters
         )
 
     def _alarms(self, config: StackConfig, names: list[str]) -> list[cloudwatch.Alarm]:
@@ -258,9 +312,14 @@ class Deployer(Construct):
                 resources=[
                     self._arn(
                         "cloudwatch", "alarm", f"TargetTracking-endpoint/{endpoint}/*", colon=True
-                    ),
-                    *(a.alarm_arn for a in self.alarms),
+                    )
                 ],
+            ),
+            # The blue/green rollback alarms are the stack's: read, never changed.
+            iam.PolicyStatement(
+                sid="RollbackAlarms",
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[a.alarm_arn for a in self.alarms],
             ),
             iam.PolicyStatement(
                 sid="AutoscalingServiceRole",

@@ -1,8 +1,9 @@
-"""The two SageMaker roles: the pipeline's, and the jobs' (processing, training, the model).
+"""The three SageMaker roles: the pipeline's, the jobs' (processing, training) and the served
+model's.
 
 Least privilege: S3 actions are named one by one and scoped to the prefixes each role uses,
 the key is the stack's one key, images come only from the PyTorch framework repositories, and
-PassRole names the job role and SageMaker alone.
+PassRole names the job role (pipeline) or the model role (deployer) and SageMaker alone.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ KMS_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey
 
 
 class Roles(Construct):
-    """`pipeline_role` runs the pipeline; `job_role` runs its jobs and serves the model."""
+    """`pipeline_role` runs the pipeline; `job_role` runs its jobs; `model_role` serves."""
 
     def __init__(
         self,
@@ -42,7 +43,13 @@ class Roles(Construct):
             self,
             "JobRole",
             assumed_by=iam.ServicePrincipal(SAGEMAKER),
-            description=f"{config.resource_prefix}: processing and training jobs, and the model",
+            description=f"{config.resource_prefix}: processing and training jobs",
+        )
+        self.model_role = iam.Role(
+            self,
+            "ModelRole",
+            assumed_by=iam.ServicePrincipal(SAGEMAKER),
+            description=f"{config.resource_prefix}: the endpoint's model",
         )
         self.pipeline_role = iam.Role(
             self,
@@ -53,18 +60,22 @@ class Roles(Construct):
 
         # --- Job role -------------------------------------------------------------------------
         job = self.job_role
+        # Read the project's objects (code archives included); write only step outputs.
         job.add_to_policy(
             iam.PolicyStatement(
-                sid="ProjectObjects",
-                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+                sid="ReadProjectObjects",
+                actions=["s3:GetObject"],
                 resources=[bucket.arn_for_objects(f"{prefix}/*")],
             )
         )
         job.add_to_policy(
             iam.PolicyStatement(
-                sid="DataCaptureObjects",
-                actions=["s3:PutObject"],
-                resources=[bucket.arn_for_objects(f"{config.data_capture_prefix}/*")],
+                sid="WriteStepOutputs",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[
+                    bucket.arn_for_objects(f"{prefix}/executions/*"),
+                    bucket.arn_for_objects(f"{config.intermediate_prefix}/*"),
+                ],
             )
         )
         job.add_to_policy(
@@ -143,6 +154,7 @@ class Roles(Construct):
                 conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
             )
         )
+        self._model_policy(config, bucket, key)
         if config.vpc_mode:
             job.add_to_policy(
                 iam.PolicyStatement(
@@ -232,6 +244,77 @@ class Roles(Construct):
 
         self._acknowledge(config, bucket)
 
+    def _model_policy(self, config: StackConfig, bucket: s3.IBucket, key: kms.IKey) -> None:
+        """What the endpoint needs: its model artifacts, data capture, the key, the inference
+        image, logs and metrics."""
+        stack = self._stack
+        statements = [
+            iam.PolicyStatement(
+                sid="ReadModelArtifacts",
+                actions=["s3:GetObject"],
+                resources=[bucket.arn_for_objects(f"{config.s3_prefix}/executions/*")],
+            ),
+            iam.PolicyStatement(
+                sid="DataCaptureObjects",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[bucket.arn_for_objects(f"{config.data_capture_prefix}/*")],
+            ),
+            iam.PolicyStatement(
+                sid="UseProjectKey", actions=list(KMS_USE), resources=[key.key_arn]
+            ),
+            iam.PolicyStatement(
+                sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]
+            ),
+            iam.PolicyStatement(
+                sid="PullInferenceImage",
+                actions=[
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                resources=[
+                    f"arn:{stack.partition}:ecr:{stack.region}:"
+                    f"{config.dlc_account(stack.region)}:repository/pytorch-inference"
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="EndpointLogs",
+                actions=[
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
+                resources=[self.sagemaker_log_groups("Endpoints/*")],
+            ),
+            iam.PolicyStatement(
+                sid="EndpointMetrics",
+                actions=["cloudwatch:PutMetricData"],
+                resources=["*"],
+                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            ),
+        ]
+        if config.vpc_mode:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="VpcNetworkInterfaces",
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:CreateNetworkInterfacePermission",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:DeleteNetworkInterfacePermission",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeVpcs",
+                        "ec2:DescribeDhcpOptions",
+                        "ec2:DescribeSubnets",
+                        "ec2:DescribeSecurityGroups",
+                    ],
+                    resources=["*"],
+                )
+            )
+        for statement in statements:
+            self.model_role.add_to_policy(statement)
+
     def sagemaker_arn(self, resource: str, name: str) -> str:
         return self._stack.format_arn(
             service="sagemaker",
@@ -240,11 +323,11 @@ class Roles(Construct):
             arn_format=ArnFormat.SLASH_RESOURCE_NAME,
         )
 
-    def sagemaker_log_groups(self) -> str:
+    def sagemaker_log_groups(self, below: str = "*") -> str:
         return self._stack.format_arn(
             service="logs",
             resource="log-group",
-            resource_name="/aws/sagemaker/*",
+            resource_name=f"/aws/sagemaker/{below}",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
 
@@ -262,10 +345,12 @@ class Roles(Construct):
         arn = f"arn:<AWS::Partition>:{{}}:{stack.region}:<AWS::AccountId>:{{}}"
         prefix = config.s3_prefix
         job_findings = {
-            f"Resource::{data}/{prefix}/*": "Jobs read code and write outputs anywhere under the "
-            "project prefix; the execution ids in those keys exist only at run time.",
-            f"Resource::{data}/{config.data_capture_prefix}/*": "The endpoint writes data "
-            "capture files under time-partitioned keys below the endpoint's capture prefix.",
+            f"Resource::{data}/{prefix}/*": "Jobs read (only read) code archives, file lists and "
+            "earlier steps' outputs under the project prefix.",
+            f"Resource::{data}/{prefix}/executions/*": "Jobs write step outputs under "
+            "executions/<execution id>/, an id that exists only at run time.",
+            f"Resource::{data}/{config.intermediate_prefix}/*": "Jobs write intermediate "
+            "outputs under intermediate/<execution id>/, an id that exists only at run time.",
             f"Resource::arn:<AWS::Partition>:s3:::{PUBLIC_DATASET_BUCKET}/*": "Prepare reads "
             "images and metadata of the public Amazon Bin Image Dataset, read-only.",
             **{
@@ -296,8 +381,25 @@ class Roles(Construct):
                 "sagemaker", f"model-package/{config.resource_prefix}/*"
             ): "Versions of this project's own model package group only.",
         }
+        model_findings = {
+            f"Resource::{data}/{prefix}/executions/*": "The endpoint reads its model.tar.gz, "
+            "which Train wrote under executions/<execution id>/Train/, read-only.",
+            f"Resource::{data}/{config.data_capture_prefix}/*": "The endpoint writes data "
+            "capture files under time-partitioned keys below the endpoint's capture prefix.",
+            "Resource::*": "ecr:GetAuthorizationToken has no resource-level permissions; "
+            "PutMetricData is held to /aws/sagemaker/* by the cloudwatch:namespace condition"
+            + (
+                "; EC2 network-interface actions (VPC mode) take no resource ARNs"
+                if config.vpc_mode
+                else ""
+            )
+            + ".",
+            "Resource::" + arn.format("logs", "log-group:/aws/sagemaker/Endpoints/*"): "SageMaker "
+            "writes endpoint logs to log groups it names under /aws/sagemaker/Endpoints/.",
+        }
         for role, findings in (
             (self.job_role, job_findings),
+            (self.model_role, model_findings),
             (self.pipeline_role, pipeline_findings),
         ):
             Validations.of(role).acknowledge(

@@ -29,7 +29,7 @@ class BincountStack(Stack):
             config=config,
             bucket=bucket,
             key=key,
-            model_role=self.roles.job_role,
+            model_role=self.roles.model_role,
             group_name=self.registry.group_name,
         )
         self.roles.grant_invoke(self.deployer.function.function_arn)
@@ -50,6 +50,7 @@ class BincountStack(Stack):
             "KmsKeyArn": key.key_arn,
             "PipelineRoleArn": self.roles.pipeline_role.role_arn,
             "JobRoleArn": self.roles.job_role.role_arn,
+            "ModelRoleArn": self.roles.model_role.role_arn,
             "PipelineName": self.pipeline.settings.pipeline_name,
             "ModelPackageGroupName": self.registry.group_name,
             "EndpointName": config.endpoint_name,

@@ -18,6 +18,8 @@ class Storage(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         removal = RemovalPolicy.RETAIN if config.removal == "retain" else RemovalPolicy.DESTROY
+        # A versioned bucket with objects cannot be deleted: "destroy" empties it first.
+        auto_delete = config.removal == "destroy"
 
         self.key = kms.Key(
             self,
@@ -62,7 +64,7 @@ class Storage(Construct):
             enforce_ssl=True,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             removal_policy=removal,
-            auto_delete_objects=False,
+            auto_delete_objects=auto_delete,
             lifecycle_rules=[
                 s3.LifecycleRule(id="ExpireAccessLogs", expiration=Duration.days(365))
             ],
@@ -87,10 +89,14 @@ class Storage(Construct):
             server_access_logs_bucket=self.log_bucket,
             server_access_logs_prefix="data-bucket/",
             removal_policy=removal,
+            auto_delete_objects=auto_delete,
+            # Nothing under executions/ expires: Train writes the model.tar.gz files that
+            # registered versions and the live endpoint serve there. Only what no version
+            # refers to (Prepare's shards, checkpoints) belongs under intermediate/.
             lifecycle_rules=[
                 s3.LifecycleRule(
-                    id="ExpireExecutionOutputs",
-                    prefix=f"{config.s3_prefix}/executions/",
+                    id="ExpireIntermediateOutputs",
+                    prefix=f"{config.intermediate_prefix}/",
                     expiration=Duration.days(config.execution_outputs_days),
                 ),
                 s3.LifecycleRule(
@@ -99,4 +105,23 @@ class Storage(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                 ),
             ],
+        )
+        if auto_delete:
+            self._acknowledge_auto_delete(stack)
+
+    @staticmethod
+    def _acknowledge_auto_delete(stack: Stack) -> None:
+        """The CDK's own provider that empties the buckets on stack deletion (dev only)."""
+        provider = stack.node.try_find_child("Custom::S3AutoDeleteObjectsCustomResourceProvider")
+        if provider is None:
+            return
+        reasons = {
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+            "AWSLambdaBasicExecutionRole]": "The CDK's auto-delete provider only writes its own "
+            "logs with this managed policy; it exists only where removal is destroy (dev).",
+            "AwsSolutions-L1": "The CDK pins the runtime of its auto-delete provider; it runs "
+            "only when the dev stack is deleted.",
+        }
+        Validations.of(provider).acknowledge(
+            *(Acknowledgment(id=rule, reason=reason) for rule, reason in reasons.items())
         )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from pipeline import parameters
 from pipeline.settings import ParameterDefaults, Settings
 
 
@@ -30,11 +31,25 @@ class CliError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; a user's mistake (a CliError, or an AWS error answering what
+    was asked) is printed as `error: ...` with exit code 2, without a traceback."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         return int(args.func(args) or 0)
     except CliError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        message = str(error)
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        message = f"{details.get('Code', 'error')}: {details.get('Message', error)}"
+    except BotoCoreError as error:  # NoRegionError, NoCredentialsError, ProfileNotFound, ...
+        message = str(error)
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +180,10 @@ def _parameter_defaults(pairs: list[str]) -> ParameterDefaults:
 
 
 def _split_pair(pair: str, option: str) -> tuple[str, str]:
-    name, sep, value = pair.partition("=")
-    if not sep or not name:
-        raise CliError(f"{option} expects NAME=VALUE, got {pair!r}")
-    return name.strip(), value
+    try:
+        return parameters.split_pair(pair, option)
+    except ValueError as error:
+        raise CliError(str(error)) from error
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -205,7 +220,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     }
     if args.display_name:
         request["PipelineExecutionDisplayName"] = args.display_name
-    arn = client.start_pipeline_execution(**request)["PipelineExecutionArn"]
+    arn = _call(client.start_pipeline_execution, **request)["PipelineExecutionArn"]
     print(arn)
     return 0
 
@@ -218,9 +233,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if execution.get("FailureReason"):
         print(f"  failure: {execution['FailureReason']}")
     steps = []
-    for page in client.get_paginator("list_pipeline_execution_steps").paginate(
+    pages = client.get_paginator("list_pipeline_execution_steps").paginate(
         PipelineExecutionArn=arn, SortOrder="Ascending"
-    ):
+    )
+    for page in _call(list, pages):
         steps.extend(page["PipelineExecutionSteps"])
     if not steps:
         print("  (no steps started yet)")
@@ -243,28 +259,10 @@ def declared_parameters(definition: dict) -> dict[str, dict]:
 
 def parse_parameter_overrides(pairs: Sequence[str], declared: dict[str, dict]) -> dict[str, str]:
     """Check NAME=VALUE pairs against the declared parameters; values stay strings for the API."""
-    overrides: dict[str, str] = {}
-    for name, value in (_split_pair(pair, "--param") for pair in pairs):
-        if name not in declared:
-            raise CliError(
-                f"unknown parameter {name!r}; the pipeline declares: {', '.join(sorted(declared))}"
-            )
-        parameter = declared[name]
-        kind = parameter.get("Type", "String")
-        try:
-            if kind == "Integer":
-                int(value)
-            elif kind == "Float":
-                float(value)
-            elif kind == "Boolean" and value.lower() not in ("true", "false"):
-                raise ValueError
-        except ValueError as error:
-            raise CliError(f"parameter {name} is {kind}, got {value!r}") from error
-        enum = parameter.get("EnumValues")
-        if enum and value not in enum:
-            raise CliError(f"parameter {name} must be one of {', '.join(enum)}, got {value!r}")
-        overrides[name] = value
-    return overrides
+    try:
+        return parameters.parse_overrides(pairs, declared)
+    except ValueError as error:
+        raise CliError(str(error)) from error
 
 
 def _sagemaker(region: str | None):
@@ -277,13 +275,15 @@ def _sagemaker(region: str | None):
         raise CliError("no AWS region: pass --region or set AWS_REGION") from error
 
 
-def _call(method, **kwargs):
-    from botocore.exceptions import ClientError
+def _call(method, *args, **kwargs):
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return method(**kwargs)
+        return method(*args, **kwargs)
     except ClientError as error:
         raise CliError(error.response.get("Error", {}).get("Message", str(error))) from error
+    except BotoCoreError as error:
+        raise CliError(str(error)) from error
 
 
 def _deployed_definition(client, pipeline_name: str) -> dict:

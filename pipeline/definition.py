@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import botocore.session
 
 from pipeline.packaging import CodeArchive, StagingSession, code_archive
@@ -67,7 +68,7 @@ def _offline_sdk(region: str):
         "AWS_PROFILE": None,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    if not botocore.session.Session().get_config_variable("region"):
+    if not _configured_region():
         changes["AWS_DEFAULT_REGION"] = region
     saved = {name: os.environ.get(name) for name in changes}
     sdk_loggers = [logging.getLogger(name) for name in ("sagemaker", "sagemaker.config")]
@@ -102,6 +103,18 @@ def _offline_sdk(region: str):
         boto3.DEFAULT_SESSION = saved_default_session
         if config_manager:
             config_manager.SageMakerConfig.validate_sagemaker_config = staticmethod(real_validate)
+
+
+def _configured_region() -> str | None:
+    """The region the user's environment configures, if any. A profile that does not exist
+    (AWS_PROFILE=nope) is no reason to fail an offline build: the region is then read
+    without the profile."""
+    try:
+        return botocore.session.Session().get_config_variable("region")
+    except botocore.exceptions.ProfileNotFound:
+        return botocore.session.Session(profile=None).get_config_variable(
+            "region", methods=("env",)
+        )
 
 
 def _validate_unless_ours(validate):
@@ -292,9 +305,14 @@ def _define(
         ),
     ]
 
-    def execution_uri(*parts: str) -> Join:
-        """s3://bucket/prefix/executions/<execution id>/parts..."""
-        head = settings.s3_uri("executions")
+    def execution_uri(*parts: str, top: str = "executions") -> Join:
+        """s3://bucket/prefix/<top>/<execution id>/parts...
+
+        `executions/` keeps what registered versions point at (the model, its evaluation);
+        `intermediate/` holds what only the execution itself needs (shards, checkpoints),
+        which the bucket's lifecycle rule expires.
+        """
+        head = settings.s3_uri(top)
         return Join(on="/", values=[head, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
 
     processing_image = image_uris.retrieve(
@@ -311,8 +329,9 @@ def _define(
             return None
         return NetworkConfig(
             enable_network_isolation=isolated and settings.network_isolation,
-            subnets=list(settings.subnets),
-            security_group_ids=list(settings.security_group_ids),
+            # None leaves VpcConfig out: isolation alone needs no VPC (empty Subnets is invalid).
+            subnets=list(settings.subnets) or None,
+            security_group_ids=list(settings.security_group_ids) or None,
         )
 
     # The SDK stages install_requirements.py under code/<job_name>/source/: name it by content.
@@ -346,7 +365,7 @@ def _define(
             ProcessingOutput(
                 output_name=split,
                 s3_output=ProcessingS3Output(
-                    s3_uri=execution_uri(PREPARE, split),
+                    s3_uri=execution_uri(PREPARE, split, top="intermediate"),
                     local_path=f"{PROCESSING_OUTPUT}/{split}",
                     s3_upload_mode="EndOfJob",
                 ),
@@ -448,7 +467,9 @@ def _define(
         # Spot interruptions resume from here (train.py reads checkpoint_dir).
         trainer = trainer.with_checkpoint_config(
             CheckpointConfig(
-                s3_uri=settings.s3_uri("checkpoints", settings.pipeline_name),
+                # Per execution: a later execution must not resume (and so skip) the epochs of
+                # an earlier one's finished checkpoint.
+                s3_uri=execution_uri("checkpoints", top="intermediate"),
                 local_path="/opt/ml/checkpoints",
             )
         )
@@ -521,6 +542,7 @@ def _define(
             session,
             model_data=model_artifact,
             approval_status=model_approval_status,
+            architecture=architecture,
             evaluation_uri=evaluation_uri,
         ),
         retry_policies=job_retries[:1],
@@ -589,13 +611,19 @@ def _s3_input(name: str, uri, local_path: str) -> ProcessingInput:
     )
 
 
-def _register_args(settings: Settings, session, *, model_data, approval_status, evaluation_uri):
+# The registered image is the CPU inference image: only CPU instance types can serve it.
+# The deployer's default stays settings.inference_instance_types[0].
+CPU_INFERENCE_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.c5.2xlarge")
+
+
+def _register_args(
+    settings: Settings, session, *, model_data, approval_status, architecture, evaluation_uri
+):
     """CreateModelPackage arguments, written out rather than produced by ModelBuilder.
 
     ModelBuilder.register() inspects models and images; this request is the whole of what the
     Register step needs and stays offline.
     """
-    d = settings.defaults
     image = image_uris.retrieve(
         "pytorch",
         region=settings.region,
@@ -622,7 +650,7 @@ def _register_args(settings: Settings, session, *, model_data, approval_status, 
             ],
             "SupportedContentTypes": list(CONTENT_TYPES),
             "SupportedResponseMIMETypes": list(RESPONSE_TYPES),
-            "SupportedRealtimeInferenceInstanceTypes": list(settings.inference_instance_types),
+            "SupportedRealtimeInferenceInstanceTypes": _cpu_inference_types(settings),
             "SupportedTransformInstanceTypes": [settings.inference_instance_types[0]],
         },
         "ModelMetrics": _without_empty(
@@ -632,12 +660,25 @@ def _register_args(settings: Settings, session, *, model_data, approval_status, 
                 )
             )._to_request_dict()
         ),
-        "CustomerMetadataProperties": {"default_architecture": d.architecture},
+        # The Architecture this execution trained (resolved per execution, like the status).
+        "CustomerMetadataProperties": {"architecture": architecture},
     }
     args = _ModelStepArguments(model=_SessionHolder(session))
     args.caller_name = "create_model_package_from_containers"
     args.create_model_package_request = request
     return args
+
+
+def _cpu_inference_types(settings: Settings) -> list[str]:
+    """The CPU types the image serves on, the deployer's default first when it is one."""
+    first = settings.inference_instance_types[0]
+    types = list(CPU_INFERENCE_INSTANCE_TYPES)
+    if first in types or not first.startswith(_ACCELERATED_PREFIXES):
+        types = [first, *(t for t in types if t != first)]
+    return types
+
+
+_ACCELERATED_PREFIXES = ("ml.g", "ml.p", "ml.inf", "ml.trn")
 
 
 def _without_empty(request: dict) -> dict:

@@ -61,7 +61,8 @@ def pack(source_dir: Path) -> bytes:
             data = path.read_bytes()
             info = tarfile.TarInfo(path.relative_to(source_dir).as_posix())
             info.size = len(data)
-            info.mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            # By the file's x bits, not by who packs it (root may execute any file with one).
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
             info.mtime = 0
             info.uid = info.gid = 0
             info.uname = info.gname = ""

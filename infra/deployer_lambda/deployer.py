@@ -18,7 +18,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -28,7 +28,10 @@ LOG = logging.getLogger("bincount.deployer")
 PACKAGE_TAG = "bincount:model-package-arn"
 VARIANT = "AllTraffic"
 STATE_CHANGE = "SageMaker Model Package State Change"
+ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
 BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
+# States no update can leave: the endpoint has to be deleted by hand.
+BROKEN = {"Failed", "OutOfService"}
 _NAME_OK = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # Instance types with local NVMe storage refuse a KMS key for the endpoint's storage volume.
 _NVME_FAMILIES = {"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "inf2", "trn1", "trn1n"}
@@ -136,7 +139,11 @@ def handler(event: dict, context: object) -> dict:
 
 
 def handle(event: dict, clients: Clients, config: Config) -> dict:
-    """Route one event: a pipeline Deploy step or an EventBridge package state change."""
+    """Route one event: a pipeline Deploy step, an EventBridge package state change, or the
+    endpoint coming into service (which finishes autoscaling a slow creation)."""
+    if event.get("detail-type") == ENDPOINT_STATE_CHANGE:
+        detail = event.get("detail") or {}
+        return _log(finish(detail.get("EndpointName", ""), clients, config))
     if event.get("detail-type") == STATE_CHANGE:
         detail = event.get("detail") or {}
         arn = detail.get("ModelPackageArn") or next(iter(event.get("resources") or []), "")
@@ -149,8 +156,12 @@ def handle(event: dict, clients: Clients, config: Config) -> dict:
     if "model_package_arn" in event:
         endpoint = event.get("endpoint_name") or config.endpoint_name
         if endpoint != config.endpoint_name:
-            # The stack's alarms watch its own endpoint only.
-            config = replace(config, endpoint_name=endpoint, alarm_names=())
+            # Its permissions, alarms and autoscaling cover that one endpoint: refuse before
+            # anything is created rather than fail half-way with AccessDenied.
+            raise DeployError(
+                f"this deployer manages endpoint {config.endpoint_name!r} only, not {endpoint!r}; "
+                f"set the pipeline's EndpointName parameter to {config.endpoint_name!r}"
+            )
         return _log(deploy(event["model_package_arn"], endpoint, clients, config))
     raise ValueError(
         "unsupported event: expected {'model_package_arn', 'endpoint_name'} or an EventBridge "
@@ -158,8 +169,13 @@ def handle(event: dict, clients: Clients, config: Config) -> dict:
     )
 
 
-def deploy(package_arn: str, endpoint: str, clients: Clients, config: Config) -> dict:
-    """Put an Approved package behind the endpoint; anything else is a logged no-op."""
+def deploy(
+    package_arn: str, endpoint: str, clients: Clients, config: Config, *, rollback: bool = False
+) -> dict:
+    """Put an Approved package behind the endpoint; anything else is a logged no-op.
+
+    `rollback`: shift all at once and without the alarm rollback (the alarms that made the
+    version go are likely still in ALARM and would undo the rollback itself)."""
     sm = clients.sagemaker
     package = sm.describe_model_package(ModelPackageName=package_arn)
     package_arn = package["ModelPackageArn"]
@@ -174,12 +190,28 @@ def deploy(package_arn: str, endpoint: str, clients: Clients, config: Config) ->
 
     config_name = _ensure_endpoint_config(package, endpoint, clients, config)
     live = _describe_endpoint(sm, endpoint)
+    if live is not None and live["EndpointStatus"] in BROKEN:
+        raise DeployError(
+            f"endpoint {endpoint} is {live['EndpointStatus']}"
+            f" ({live.get('FailureReason') or 'no failure reason given'}); no update can recover "
+            f"it: delete it (aws sagemaker delete-endpoint --endpoint-name {endpoint}) and "
+            f"deploy {package_arn} again"
+        )
     if live is None:
-        sm.create_endpoint(
+        created = _create_once(
+            sm.create_endpoint,
             EndpointName=endpoint,
             EndpointConfigName=config_name,
             Tags=[{"Key": PACKAGE_TAG, "Value": package_arn}],
         )
+        if not created:
+            # A concurrent call (the Deploy step and the approval rule) created it first.
+            live = _describe_endpoint(sm, endpoint) or {}
+            if config_name not in {live.get("EndpointConfigName"), _pending_config(live)}:
+                raise DeployError(
+                    f"endpoint {endpoint} was just created with {live.get('EndpointConfigName')} "
+                    f"by a concurrent deployment; deploy {package_arn} again once it is InService"
+                )
         action = "created"
     elif live["EndpointConfigName"] == config_name and live["EndpointStatus"] not in BUSY:
         _autoscale(endpoint, clients, config)
@@ -195,7 +227,7 @@ def deploy(package_arn: str, endpoint: str, clients: Clients, config: Config) ->
         sm.update_endpoint(
             EndpointName=endpoint,
             EndpointConfigName=config_name,
-            DeploymentConfig=_deployment_config(config),
+            DeploymentConfig=_deployment_config(config, rollback=rollback),
         )
         action = "updating"
     status = _wait(endpoint, config_name, clients, config)
@@ -209,6 +241,12 @@ def rollback(rejected_arn: str, endpoint: str, clients: Clients, config: Config)
     """If the rejected package serves the endpoint, put the newest other Approved one back."""
     sm = clients.sagemaker
     result = {"endpoint_name": endpoint, "model_package_arn": rejected_arn}
+    if pending_package_arn(endpoint, clients) == rejected_arn:
+        # Still rolling out: roll back once it settles (the event is retried on this error).
+        raise DeployError(
+            f"rejected package {rejected_arn} is still being deployed to {endpoint}; "
+            "roll back once the update settles"
+        )
     live_arn = live_package_arn(endpoint, clients)
     if live_arn != rejected_arn:
         reason = f"rejected package is not live (live: {live_arn or 'no endpoint'})"
@@ -222,7 +260,7 @@ def rollback(rejected_arn: str, endpoint: str, clients: Clients, config: Config)
     )
     for summary in listing.get("ModelPackageSummaryList", []):
         if summary["ModelPackageArn"] != rejected_arn:
-            outcome = deploy(summary["ModelPackageArn"], endpoint, clients, config)
+            outcome = deploy(summary["ModelPackageArn"], endpoint, clients, config, rollback=True)
             return {**outcome, "status": "rolled_back", "rejected_model_package_arn": rejected_arn}
     LOG.error(json.dumps({"event": "no_fallback", "endpoint": endpoint, "rejected": rejected_arn}))
     return {**result, "status": "no_fallback", "reason": f"no other Approved package in {group}"}
@@ -230,11 +268,35 @@ def rollback(rejected_arn: str, endpoint: str, clients: Clients, config: Config)
 
 def live_package_arn(endpoint: str, clients: Clients) -> str:
     """The package ARN tagged on the endpoint config the endpoint runs; '' without endpoint."""
-    sm = clients.sagemaker
-    live = _describe_endpoint(sm, endpoint)
+    live = _describe_endpoint(clients.sagemaker, endpoint)
     if live is None:
         return ""
-    endpoint_config = sm.describe_endpoint_config(EndpointConfigName=live["EndpointConfigName"])
+    return _package_of(live["EndpointConfigName"], clients)
+
+
+def pending_package_arn(endpoint: str, clients: Clients) -> str:
+    """The package ARN of the config an update is rolling out; '' when none is."""
+    live = _describe_endpoint(clients.sagemaker, endpoint)
+    pending = _pending_config(live or {})
+    return _package_of(pending, clients) if pending else ""
+
+
+def finish(endpoint: str, clients: Clients, config: Config) -> dict:
+    """The endpoint came into service: set up autoscaling that a slow creation left undone."""
+    result = {"endpoint_name": endpoint}
+    if endpoint != config.endpoint_name:
+        return {**result, "status": "skipped", "reason": "not this deployer's endpoint"}
+    live = _describe_endpoint(clients.sagemaker, endpoint)
+    if live is None or live["EndpointStatus"] != "InService":
+        status = live["EndpointStatus"] if live else "missing"
+        return {**result, "status": "skipped", "reason": f"endpoint is {status}"}
+    _autoscale(endpoint, clients, config)
+    return {**result, "status": "autoscaled", "endpoint_config_name": live["EndpointConfigName"]}
+
+
+def _package_of(endpoint_config_name: str, clients: Clients) -> str:
+    sm = clients.sagemaker
+    endpoint_config = sm.describe_endpoint_config(EndpointConfigName=endpoint_config_name)
     tags = sm.list_tags(ResourceArn=endpoint_config["EndpointConfigArn"]).get("Tags", [])
     return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), "")
 
@@ -259,7 +321,7 @@ def _ensure_endpoint_config(
     name = resource_name(endpoint, package)
     tags = [{"Key": PACKAGE_TAG, "Value": package["ModelPackageArn"]}]
     if not _exists(sm.describe_model, ModelName=name):
-        sm.create_model(**_model_request(name, package, config), Tags=tags)
+        _create_once(sm.create_model, **_model_request(name, package, config), Tags=tags)
     if not _exists(sm.describe_endpoint_config, EndpointConfigName=name):
         request: dict[str, Any] = {
             "EndpointConfigName": name,
@@ -283,7 +345,7 @@ def _ensure_endpoint_config(
             request["DataCaptureConfig"]["KmsKeyId"] = config.kms_key_arn
             if storage_accepts_kms(config.instance_type):
                 request["KmsKeyId"] = config.kms_key_arn
-        sm.create_endpoint_config(**request)
+        _create_once(sm.create_endpoint_config, **request)
     return name
 
 
@@ -315,9 +377,9 @@ def _model_request(name: str, package: Mapping[str, Any], config: Config) -> dic
     return request
 
 
-def _deployment_config(config: Config) -> dict:
-    # A canary needs a fleet to split; one instance shifts all at once.
-    if config.instance_count >= 2:
+def _deployment_config(config: Config, *, rollback: bool = False) -> dict:
+    # A canary needs a fleet to split; one instance shifts all at once, and so does a rollback.
+    if config.instance_count >= 2 and not rollback:
         routing = {
             "Type": "CANARY",
             "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": config.canary_percent},
@@ -331,7 +393,7 @@ def _deployment_config(config: Config) -> dict:
             "TerminationWaitInSeconds": config.bake_seconds,
         }
     }
-    if config.alarm_names:
+    if config.alarm_names and not rollback:
         deployment["AutoRollbackConfiguration"] = {
             "Alarms": [{"AlarmName": name} for name in config.alarm_names]
         }
@@ -389,6 +451,21 @@ def _describe_endpoint(sm: Any, endpoint: str) -> dict | None:
         if _missing(error):
             return None
         raise
+
+
+def _create_once(create: Callable[..., Any], **request: Any) -> bool:
+    """Create; False when it already exists (a concurrent call for the same package won)."""
+    try:
+        create(**request)
+    except ClientError as error:
+        err = error.response.get("Error", {})
+        if err.get("Code") == "ValidationException" and "already existing" in err.get(
+            "Message", ""
+        ):
+            LOG.info(json.dumps({"event": "already_exists", "message": err.get("Message", "")}))
+            return False
+        raise
+    return True
 
 
 def _exists(describe: Callable[..., Any], **name: str) -> bool:

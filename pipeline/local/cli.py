@@ -16,6 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from pipeline.cli import CliError, run_command
+from pipeline.local.endpoints import EndpointError
+from pipeline.parameters import split_pair
+
 EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
 
 
@@ -103,12 +109,15 @@ def _workspace():
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
+    """NAME=VALUE pairs; names, types and EnumValues are checked against the definition by
+    the runner (pipeline.parameters, the same checker `start` uses)."""
     params = {}
     for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"--param expects NAME=VALUE, got {item!r}")
-        params[name.strip()] = value
+        try:
+            name, value = split_pair(item, "--param")
+        except ValueError as error:
+            raise CliError(str(error)) from error
+        params[name] = value
     return params
 
 
@@ -118,15 +127,21 @@ def parse_params(items: list[str]) -> dict[str, str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.local.runner import ExecutionFailed
 
+    params = parse_params(args.param)
     ws = _workspace()
+    if args.definition and not args.definition.is_file():
+        raise CliError(f"no such definition file: {args.definition}")
     definition = args.definition.read_text() if args.definition else ws.definition()
     try:
         record = ws.runner(stream_logs=args.logs).run(
-            definition, parse_params(args.param), use_cache=not args.no_cache
+            definition, params, use_cache=not args.no_cache
         )
     except ExecutionFailed as failed:
         print(f"FAILED: {failed}", file=sys.stderr)
         return 1
+    except ValueError as error:
+        # Bad parameters or a definition the runner cannot execute: refused before any step.
+        raise CliError(str(error)) from error
     print(format_execution(record))
     return 0
 
@@ -171,7 +186,10 @@ def cmd_executions_list(args: argparse.Namespace) -> int:
 def cmd_executions_show(args: argparse.Namespace) -> int:
     runner = _workspace().runner()
     if args.execution_id:
-        record = runner.execution(args.execution_id)
+        try:
+            record = runner.execution(args.execution_id)
+        except FileNotFoundError as error:
+            raise CliError(str(error)) from error
     else:
         records = runner.executions()
         if not records:
@@ -235,17 +253,29 @@ def _live_arns(sm: Any) -> dict[str, list[str]]:
     from infra.deployer_lambda.deployer import PACKAGE_TAG
 
     live: dict[str, list[str]] = {}
-    try:
-        endpoints = sm.list_endpoints().get("Endpoints", [])
-        for e in endpoints:
+    for e in _all_endpoints(sm):
+        try:
+            # An endpoint deleted or half-made meanwhile serves nothing: skip just that one.
             described = sm.describe_endpoint(EndpointName=e["EndpointName"])
             config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
-            for tag in sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", []):
-                if tag["Key"] == PACKAGE_TAG:
-                    live.setdefault(tag["Value"], []).append(e["EndpointName"])
-    except Exception:
-        return live
+            tags = sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
+        except ClientError:
+            continue
+        for tag in tags:
+            if tag["Key"] == PACKAGE_TAG:
+                live.setdefault(tag["Value"], []).append(e["EndpointName"])
     return live
+
+
+def _all_endpoints(sm: Any) -> list[dict]:
+    """Every page of ListEndpoints (boto3's client and the local stand-in alike)."""
+    endpoints, token = [], None
+    while True:
+        page = sm.list_endpoints(**({"NextToken": token} if token else {}))
+        endpoints += page.get("Endpoints", [])
+        token = page.get("NextToken")
+        if not token:
+            return endpoints
 
 
 def resolve_package_arn(sm: Any, group: str, version: str) -> str:
@@ -330,7 +360,7 @@ def cmd_models_set_status(args: argparse.Namespace) -> int:
 
 def cmd_endpoints_list(args: argparse.Namespace) -> int:
     sm = _sagemaker(args.aws)
-    endpoints = sm.list_endpoints().get("Endpoints", [])
+    endpoints = _all_endpoints(sm)
     if not endpoints:
         print("no endpoints")
     live = (
@@ -372,9 +402,12 @@ def cmd_endpoints_invoke(args: argparse.Namespace) -> int:
         )
         print(response["Body"].read().decode(errors="replace"))
         return 0
-    status, _, answer = _workspace().sagemaker.endpoints.invoke(
-        args.name, body, content_type, args.accept
-    )
+    try:
+        status, _, answer = _workspace().sagemaker.endpoints.invoke(
+            args.name, body, content_type, args.accept
+        )
+    except (EndpointError, ValueError) as error:
+        raise CliError(str(error)) from error
     text = answer.decode(errors="replace")
     if status != 200:
         print(f"HTTP {status}: {text}", file=sys.stderr)
@@ -391,7 +424,11 @@ def cmd_endpoints_stop(args: argparse.Namespace) -> int:
         return 0
     if not args.name:
         raise SystemExit("name an endpoint or pass --all")
-    print(f"{args.name}: {'stopped' if endpoints.stop(args.name) else 'was not running'}")
+    try:
+        stopped = endpoints.stop(args.name)
+    except (EndpointError, ValueError) as error:
+        raise CliError(str(error)) from error
+    print(f"{args.name}: {'stopped' if stopped else 'was not running'}")
     return 0
 
 
@@ -406,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.local.cli")
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(args)
 
 
 if __name__ == "__main__":

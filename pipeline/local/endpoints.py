@@ -166,8 +166,13 @@ class Endpoints:
                     f"endpoint {endpoint_name!r}: server not ready in {START_TIMEOUT_S:.0f} s"
                 )
             time.sleep(0.1)
-        port = int(port_file.read_text())
-        status, _, body = http_request(port, "GET", "/ping", timeout=30)
+        try:
+            port = int(port_file.read_text())
+            status, _, body = http_request(port, "GET", "/ping", timeout=30)
+        except Exception as error:
+            # The server is up but unreachable (or wrote a bad port): it must not be left behind.
+            self._kill(proc.pid, str(workdir))
+            raise EndpointError(f"endpoint {endpoint_name!r}: /ping failed: {error}") from error
         if status != 200:
             self._kill(proc.pid, str(workdir))
             raise EndpointError(
@@ -215,14 +220,18 @@ class Endpoints:
         server = endpoint.get("Server")
         return bool(server) and _is_our_server(int(server["Pid"]), server["Workdir"])
 
-    def deploy(self, endpoint_name: str, config_name: str) -> dict:
+    def deploy(self, endpoint_name: str, config_name: str, only_if_stopped: bool = False) -> dict:
         """Serve `config_name` on `endpoint_name`: start the new server, then stop the old one
-        (a blue/green swap), and record it. Returns the endpoint record."""
+        (a blue/green swap), and record it. Returns the endpoint record. With
+        `only_if_stopped`, a server found running once the lock is held is kept (another
+        process restarted it meanwhile)."""
         path = self.record_path("endpoints", endpoint_name)
         with locked(path):
             record = self.get("endpoints", endpoint_name)
             if record is None:
                 raise EndpointError(f"endpoint {endpoint_name!r} has no record")
+            if only_if_stopped and self._serving(record):
+                return record
             previous = record.get("Server")
             record["EndpointStatus"] = "Updating" if previous else "Creating"
             self.put("endpoints", endpoint_name, record)
@@ -249,9 +258,14 @@ class Endpoints:
         record = self.get("endpoints", endpoint_name)
         if record is None:
             raise EndpointError(f'Could not find endpoint "{endpoint_name}".')
-        if record.get("EndpointStatus") == "OutOfService" or not self.is_running(record):
-            record = self.deploy(endpoint_name, record["EndpointConfigName"])
+        if not self._serving(record):
+            # Checked again under the endpoint's lock: of two callers finding it stopped,
+            # only the first restarts it; the second uses that server.
+            record = self.deploy(endpoint_name, record["EndpointConfigName"], only_if_stopped=True)
         return record
+
+    def _serving(self, record: dict) -> bool:
+        return record.get("EndpointStatus") != "OutOfService" and self.is_running(record)
 
     def invoke(
         self, endpoint_name: str, body: bytes, content_type: str, accept: str = "application/json"

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import parameters
+
 
 class UnsupportedFeature(ValueError):
     """The definition uses a construct the local runner does not implement."""
@@ -84,53 +86,31 @@ def walk(value: Any, parts: list[str | int], where: str) -> Any:
 
 def coerce_parameter(name: str, type_: str, value: Any) -> Any:
     """A parameter value (default or override, possibly a CLI string) as its declared type."""
-    try:
-        if type_ == "String":
-            return str(value)
-        if type_ == "Integer":
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value) if not isinstance(value, str) else int(value.strip())
-        if type_ == "Float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if type_ == "Boolean":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
-                return value.strip().lower() == "true"
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"parameter {name}: {value!r} is not a valid {type_}") from None
-    raise UnsupportedFeature(
-        f"parameter {name}: type {type_!r} (supported: {sorted(PARAMETER_TYPES)})"
-    )
+    if type_ not in PARAMETER_TYPES:
+        raise UnsupportedFeature(
+            f"parameter {name}: type {type_!r} (supported: {sorted(PARAMETER_TYPES)})"
+        )
+    return parameters.coerce(name, type_, value)
 
 
 def resolve_parameters(
     declared: list[Mapping[str, Any]], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Defaults from the definition, replaced by `overrides`, each coerced to its type."""
-    types = {}
+    """Defaults from the definition, replaced by `overrides`, each coerced to its type and
+    checked against its EnumValues (pipeline.parameters, as `start` checks them for AWS)."""
+    by_name: dict[str, Mapping[str, Any]] = {}
     values: dict[str, Any] = {}
     for p in declared:
         name, type_ = p["Name"], p.get("Type", "String")
         if type_ not in PARAMETER_TYPES:
             raise UnsupportedFeature(f"parameter {name}: type {type_!r}")
-        types[name] = type_
+        by_name[name] = p
         if "DefaultValue" in p:
             values[name] = coerce_parameter(name, type_, p["DefaultValue"])
-    unknown = sorted(set(overrides) - set(types))
-    if unknown:
-        raise ValueError(
-            f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(types))}"
-        )
+    parameters.check_names(overrides, by_name)
     for name, value in overrides.items():
-        values[name] = coerce_parameter(name, types[name], value)
-    missing = sorted(set(types) - set(values))
+        values[name] = parameters.check_value(by_name[name], value)
+    missing = sorted(set(by_name) - set(values))
     if missing:
         raise ValueError(f"parameter(s) without default need a value: {', '.join(missing)}")
     return values

@@ -14,13 +14,16 @@ with SAGEMAKER_BASE_DIR set to the sandbox, then packs the model dir into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,11 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.local.expressions import UnsupportedFeature
+from pipeline.local.sagemaker_client import ACCOUNT, REGION
 from pipeline.local.store import ObjectStore, write_json
 
 CONTAINER_ROOT = "/opt/ml"
-REGION = "us-east-1"
-ACCOUNT = "000000000000"
 _PATH_IN_TEXT = re.compile(r"(?<![\w./-])/opt/ml(?=/|\b|$)")
 
 
@@ -101,7 +103,12 @@ def run_logged(
     timeout: float | None,
     echo: Callable[[str], None] | None = None,
 ) -> subprocess.Popen:
-    """Start `command` with stdout+stderr into `log` (and each line to `echo`, if given)."""
+    """Start `command` with stdout+stderr into `log` (and each line to `echo`, if given).
+
+    The command leads a process group of its own (like a container), so that a timeout ends
+    it together with whatever it started (runproc.sh's script, the toolkit's workers); with
+    `echo`, a thread copies its output, so waiting never blocks past the deadline.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = open(log, "wb")  # noqa: SIM115 - closed by wait_logged
     proc = subprocess.Popen(
@@ -111,31 +118,61 @@ def run_logged(
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if echo else handle,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+    pump = None
+    if echo and proc.stdout is not None:
+        pump = threading.Thread(target=_pump, args=(proc.stdout, handle, echo), daemon=True)
+        pump.start()
     proc._bincount_log = handle  # type: ignore[attr-defined]
-    proc._bincount_echo = echo  # type: ignore[attr-defined]
+    proc._bincount_pump = pump  # type: ignore[attr-defined]
     proc._bincount_deadline = time.monotonic() + timeout if timeout else None  # type: ignore[attr-defined]
     return proc
 
 
+def _pump(stream, handle, echo: Callable[[str], None]) -> None:
+    for raw in stream:
+        handle.write(raw)
+        echo(raw.decode(errors="replace").rstrip("\n"))
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 def wait_logged(proc: subprocess.Popen) -> int:
+    """The exit code, or -9 when the deadline passed (the whole process group is killed)."""
     handle = proc._bincount_log  # type: ignore[attr-defined]
-    echo = proc._bincount_echo  # type: ignore[attr-defined]
+    pump = proc._bincount_pump  # type: ignore[attr-defined]
     deadline = proc._bincount_deadline  # type: ignore[attr-defined]
     try:
-        if echo and proc.stdout is not None:
-            for raw in proc.stdout:
-                handle.write(raw)
-                echo(raw.decode(errors="replace").rstrip("\n"))
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            return proc.wait(timeout=remaining)
+            code = proc.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return -9
+            code = -9
+        # As when a container ends: nothing the job started outlives it (nor holds its pipe).
+        _kill_group(proc)
+        proc.wait()
+        if pump is not None:
+            pump.join()
+        return code
     finally:
+        if proc.stdout is not None:
+            proc.stdout.close()
         handle.close()
+
+
+def _discard(path: Path) -> None:
+    """A succeeded job's sandbox (copies of its inputs, its outputs, now in the store) or
+    archive: removed, so executions keep only their logs (`<job dir>/<host>.log`). A failed
+    job's sandbox stays for inspection."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 class Jobs:
@@ -273,6 +310,8 @@ class Jobs:
             for output in args.get("ProcessingOutputConfig", {}).get("Outputs", []):
                 local = container_path(output["S3Output"]["LocalPath"], sandbox)
                 self.store.upload_dir(local, output["S3Output"]["S3Uri"])
+        for _, sandbox, _ in procs:
+            _discard(sandbox)
         arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:processing-job/{job_name.lower()}"
         properties = {
             **{k: v for k, v in args.items() if k != "RoleArn"},
@@ -392,7 +431,14 @@ class Jobs:
                 checkpoint.get("LocalPath") or "/opt/ml/checkpoints", sandbox
             )
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            if self.store.objects(checkpoint["S3Uri"]):
+            # Per execution (executions/<id>/checkpoints): resolved to a plain s3:// URI here.
+            checkpoint_uri = checkpoint.get("S3Uri")
+            if not isinstance(checkpoint_uri, str) or not checkpoint_uri.startswith("s3://"):
+                raise JobFailed(
+                    f"Training step {step}: CheckpointConfig.S3Uri must resolve to an s3:// "
+                    f"URI, got {checkpoint_uri!r}"
+                )
+            if self.store.objects(checkpoint_uri):
                 self.store.download(checkpoint["S3Uri"], checkpoint_dir)
 
         env = base_env()
@@ -438,8 +484,10 @@ class Jobs:
         self.store.put_file(
             job_dir / "output.tar.gz", f"{output_path}/{job_name}/output/output.tar.gz"
         )
-
         metrics = self._metrics(algorithm.get("MetricDefinitions") or [], log)
+        for copy in (sandbox, job_dir / "model.tar.gz", job_dir / "output.tar.gz"):
+            _discard(copy)
+
         properties = {
             **dict(args),
             "TrainingJobName": job_name,

@@ -21,6 +21,13 @@ def client_error(operation: str, code: str, message: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, operation)
 
 
+def merge_tags(existing: list[dict], added: list[dict]) -> list[dict]:
+    """AddTags: `added` replaces the values of existing keys and appends new keys."""
+    merged = {t["Key"]: t["Value"] for t in existing}
+    merged.update({t["Key"]: t["Value"] for t in added})
+    return [{"Key": k, "Value": v} for k, v in merged.items()]
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -87,9 +94,6 @@ class Registry:
             }
             for g in found
         ]
-
-    def group_names(self) -> set[str]:
-        return {g["ModelPackageGroupName"] for g in self.groups()}
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -165,9 +169,7 @@ class Registry:
         path = self._locate(arn, "AddTags")
         with locked(path):
             record = read_json(path)
-            merged = {t["Key"]: t["Value"] for t in record.get("Tags", [])}
-            merged.update({t["Key"]: t["Value"] for t in tags})
-            record["Tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+            record["Tags"] = merge_tags(record.get("Tags", []), tags)
             write_json(path, record)
 
     def update_package(self, request: dict) -> dict:

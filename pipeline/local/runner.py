@@ -39,7 +39,7 @@ from pipeline.local.expressions import (
 )
 from pipeline.local.jobs import JobFailed, Jobs
 from pipeline.local.sagemaker_client import ACCOUNT, REGION, LocalSageMakerClient
-from pipeline.local.store import ObjectStore, read_json, write_json
+from pipeline.local.store import ObjectStore, file_sha256, read_json, write_json
 
 SCHEMA_VERSION = "2020-12-01"
 STEP_TYPES = {"Processing", "Training", "Condition", "RegisterModel", "Model", "Lambda", "Fail"}
@@ -351,13 +351,7 @@ class LocalRunner:
                 )
                 self._save(execution_dir, record)
                 raise
-            except (
-                JobFailed,
-                ResolutionError,
-                UnsupportedFeature,
-                ClientError,
-                Exception,
-            ) as error:
+            except Exception as error:
                 reason = f"{node.type} step {node.name} failed: {error}"
                 if not isinstance(
                     error, (JobFailed, ResolutionError, UnsupportedFeature, ClientError)
@@ -504,7 +498,7 @@ class LocalRunner:
         use_cache: bool,
     ) -> dict:
         cache = node.definition.get("CacheConfig") or {}
-        key = self._cache_key(node, arguments) if cache.get("Enabled") else None
+        key = self._cache_key(node, arguments, execution_id) if cache.get("Enabled") else None
         if key and use_cache:
             hit = self._cache_lookup(
                 node.name, key, parse_duration(cache.get("ExpireAfter") or "P3650D")
@@ -550,15 +544,28 @@ class LocalRunner:
             "Cached": False,
         }
 
-    def _cache_key(self, node: StepNode, arguments: Mapping[str, Any]) -> str:
+    def _cache_key(
+        self, node: StepNode, arguments: Mapping[str, Any], execution_id: str = ""
+    ) -> str:
         """SageMaker's cache key attributes for the step type, plus the content of every
-        object the step reads (so changed data or code never hits a stale cache)."""
+        object the step reads and of every local file or folder its arguments name (so changed
+        data or code never hits a stale cache). The execution's own id (in the per-execution
+        CheckpointConfig.S3Uri) does not count: it differs every time by design."""
         keyed = {name: arguments.get(name) for name in CACHE_KEYS[node.type]}
+        checkpoint = keyed.get("CheckpointConfig")
+        if execution_id and isinstance(checkpoint, Mapping):
+            # Only there: inputs may name an earlier execution's outputs (a cached step's).
+            uri = str(checkpoint.get("S3Uri", ""))
+            keyed["CheckpointConfig"] = {
+                **checkpoint,
+                "S3Uri": uri.replace(f"/{execution_id}/", "/<PipelineExecutionId>/"),
+            }
         contents = {}
         for uri in sorted(_input_uris(node.type, arguments)):
             contents[uri] = self.store.content_hash(uri) if self.store.objects(uri) else "missing"
+        local = {path: local_fingerprint(Path(path)) for path in _local_paths(node.type, arguments)}
         payload = json.dumps(
-            {"type": node.type, "arguments": keyed, "contents": contents},
+            {"type": node.type, "arguments": keyed, "contents": contents, "local": local},
             sort_keys=True,
             default=str,
         )
@@ -614,6 +621,34 @@ def _input_uris(step_type: str, arguments: Mapping[str, Any]) -> list[str]:
     if isinstance(submit, str) and submit.startswith("s3://"):
         uris.append(submit)
     return uris
+
+
+def _local_paths(step_type: str, arguments: Mapping[str, Any]) -> list[str]:
+    """Absolute paths of existing local files/folders named in the step's arguments
+    (ContainerArguments, hyperparameters): SourceUri or FileListUri given as a local path."""
+    if step_type == "Processing":
+        values = (arguments.get("AppSpecification") or {}).get("ContainerArguments") or []
+    else:
+        values = list((arguments.get("HyperParameters") or {}).values())
+    found = set()
+    for value in values:
+        if not isinstance(value, str) or not value.startswith("/") or value.startswith("/opt/ml"):
+            continue
+        if Path(value).exists():
+            found.add(value)
+    return sorted(found)
+
+
+def local_fingerprint(path: Path) -> Any:
+    """A file's sha256, or a folder's sorted (relative path, size, mtime_ns) per file."""
+    if path.is_file():
+        return file_sha256(path)
+    entries = []
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            entries.append([p.relative_to(path).as_posix(), st.st_size, st.st_mtime_ns])
+    return entries
 
 
 def _clock() -> str:

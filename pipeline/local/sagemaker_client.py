@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.local.endpoints import EndpointError, Endpoints
-from pipeline.local.registry import Registry, as_time, client_error
+from pipeline.local.registry import Registry, as_time, client_error, merge_tags
 from pipeline.local.store import ObjectStore, home_dir, locked, read_json, write_json
 
+# The local account and region (one definition: jobs.py imports them from here).
 REGION = "us-east-1"
 ACCOUNT = "000000000000"
 
@@ -274,9 +275,7 @@ class LocalSageMakerClient:
         else:
             with locked(target):
                 record = read_json(target)
-                merged = {t["Key"]: t["Value"] for t in record.get("Tags", [])}
-                merged.update({t["Key"]: t["Value"] for t in kwargs["Tags"]})
-                record["Tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+                record["Tags"] = merge_tags(record.get("Tags", []), kwargs["Tags"])
                 write_json(target, record)
         return {"Tags": kwargs["Tags"]}
 

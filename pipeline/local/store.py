@@ -98,9 +98,6 @@ class ObjectStore:
         rel = Path(path).resolve().relative_to(self.root.resolve())
         return "s3://" + rel.as_posix()
 
-    def exists(self, uri: str) -> bool:
-        return self.path(uri).exists()
-
     def objects(self, uri: str) -> list[tuple[str, Path]]:
         """Every object under `uri` taken as an S3 prefix: (key relative to it, local path).
 

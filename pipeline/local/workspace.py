@@ -78,6 +78,9 @@ class Workspace:
         from infra.deployer_lambda.deployer import Clients, handle
 
         clients = Clients(sagemaker=self.sagemaker, autoscaling=self.autoscaling)
+        # Locally one deployer serves whichever endpoint the event names (the Deploy step's
+        # EndpointName); on AWS each stack's deployer manages its own endpoint only.
+        endpoint_name = endpoint_name or event.get("endpoint_name")
         return handle(dict(event), clients, self.deployer_config(endpoint_name))
 
     def lambdas(self) -> dict[str, Callable[[dict], dict]]:

@@ -329,3 +329,191 @@ def test_single_instance_shifts_all_at_once(aws, sagemaker, clients, config):
     (update,) = sagemaker.updates
     routing = update["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
     assert routing["Type"] == "ALL_AT_ONCE"
+
+
+def _missing(operation: str, what: str):
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": "ValidationException", "Message": f'Could not find {what} "x".'}},
+        operation,
+    )
+
+
+def _already(operation: str, what: str):
+    from botocore.exceptions import ClientError
+
+    message = f'Cannot create already existing {what} "arn:aws:sagemaker:x".'
+    return ClientError({"Error": {"Code": "ValidationException", "Message": message}}, operation)
+
+
+def test_concurrent_deploy_of_the_same_version_treats_already_existing_as_done(
+    aws, sagemaker, clients, config
+):
+    """The Deploy step and the approval rule both see nothing, both create: the second call's
+    creates answer 'already existing', which is success."""
+    arn = register(aws[0], "Approved")
+    handle(step_event(arn), clients, config)  # the first call wins the race
+    sagemaker.calls.clear()
+    # The second call described before the first created anything ...
+    sagemaker.describe_model = lambda **kw: (_ for _ in ()).throw(
+        _missing("DescribeModel", "model")
+    )
+    sagemaker.describe_endpoint_config = lambda **kw: (_ for _ in ()).throw(
+        _missing("DescribeEndpointConfig", "endpoint configuration")
+    )
+    real_describe_endpoint = aws[0].describe_endpoint
+    seen = []
+
+    def describe_endpoint(**kw):
+        seen.append(kw)
+        if len(seen) == 1:
+            raise _missing("DescribeEndpoint", "endpoint")
+        return real_describe_endpoint(**kw)
+
+    sagemaker.describe_endpoint = describe_endpoint
+    # ... and creates what SageMaker then refuses as already existing.
+    sagemaker.create_model = lambda **kw: (_ for _ in ()).throw(_already("CreateModel", "model"))
+    sagemaker.create_endpoint_config = lambda **kw: (_ for _ in ()).throw(
+        _already("CreateEndpointConfig", "endpoint configuration")
+    )
+    sagemaker.create_endpoint = lambda **kw: (_ for _ in ()).throw(
+        _already("CreateEndpoint", "endpoint")
+    )
+
+    result = handle(state_change(arn, "Approved"), clients, config)
+
+    assert result["status"] == "deployed"
+    assert live_package_arn(ENDPOINT, Clients(sagemaker=aws[0], autoscaling=aws[1])) == arn
+
+
+def test_other_create_errors_still_raise(aws, sagemaker, clients, config):
+    from botocore.exceptions import ClientError
+
+    def refuse(**kw):
+        raise ClientError(
+            {"Error": {"Code": "ValidationException", "Message": "Invalid image"}}, "CreateModel"
+        )
+
+    sagemaker.create_model = refuse
+    with pytest.raises(ClientError, match="Invalid image"):
+        handle(step_event(register(aws[0], "Approved")), clients, config)
+
+
+def test_rollback_shifts_all_at_once_without_the_alarms(aws, sagemaker, clients, config):
+    sm = aws[0]
+    fallback = register(sm, "Approved")
+    live = register(sm, "Approved")
+    for arn in (fallback, live):
+        handle(step_event(arn), clients, config)
+    sagemaker.updates.clear()
+    sm.update_model_package(ModelPackageArn=live, ModelApprovalStatus="Rejected")
+
+    result = handle(state_change(live, "Rejected"), clients, config)
+
+    assert result["status"] == "rolled_back"
+    (update,) = sagemaker.updates
+    deployment = update["DeploymentConfig"]
+    assert "AutoRollbackConfiguration" not in deployment
+    routing = deployment["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "ALL_AT_ONCE"
+
+
+@pytest.mark.parametrize("state", ["Failed", "OutOfService"])
+def test_failed_endpoint_is_refused_naming_the_reason_and_the_remedy(
+    aws, sagemaker, clients, config, state
+):
+    sm = aws[0]
+    first = register(sm, "Approved")
+    handle(step_event(first), clients, config)
+    endpoint = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].endpoints[ENDPOINT]
+    endpoint.endpoint_status = state
+    endpoint.failure_reason = "Image pull failed"
+    real = sm.describe_endpoint
+    sagemaker.describe_endpoint = lambda **kw: {
+        **real(**kw),
+        "FailureReason": "Image pull failed",
+    }
+    sagemaker.calls.clear()
+
+    for arn in (first, register(sm, "Approved")):  # the same version and a new one
+        with pytest.raises(
+            DeployError, match=rf"is {state} \(Image pull failed\).*delete-endpoint"
+        ):
+            handle(step_event(arn), clients, config)
+    assert sagemaker.updates == []
+    assert aws[1].describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+
+
+def test_rejecting_a_version_still_rolling_out_is_retried_not_skipped(
+    aws, sagemaker, clients, config
+):
+    sm = aws[0]
+    live = register(sm, "Approved")
+    handle(step_event(live), clients, config)
+    rolling = register(sm, "Approved")
+    # Its endpoint config exists and is the pending one of an update in progress.
+    package = sm.describe_model_package(ModelPackageName=rolling)
+    name = resource_name(ENDPOINT, package)
+    from infra.deployer_lambda.deployer import _ensure_endpoint_config
+
+    _ensure_endpoint_config(package, ENDPOINT, clients, config)
+    real = sm.describe_endpoint
+    sagemaker.describe_endpoint = lambda **kw: {
+        **real(**kw),
+        "EndpointStatus": "Updating",
+        "PendingDeploymentSummary": {"EndpointConfigName": name},
+    }
+    sm.update_model_package(ModelPackageArn=rolling, ModelApprovalStatus="Rejected")
+    sagemaker.calls.clear()
+
+    with pytest.raises(DeployError, match="still being deployed"):
+        handle(state_change(rolling, "Rejected"), clients, config)
+    assert sagemaker.created() == [] and sagemaker.updates == []
+
+
+def test_an_endpoint_other_than_the_managed_one_is_refused_before_anything(
+    aws, sagemaker, clients, config
+):
+    arn = register(aws[0], "Approved")
+    sagemaker.calls.clear()
+    with pytest.raises(DeployError, match=rf"manages endpoint '{ENDPOINT}' only, not 'other'"):
+        handle({"model_package_arn": arn, "endpoint_name": "other"}, clients, config)
+    assert sagemaker.calls == []
+
+
+def test_endpoint_in_service_event_finishes_autoscaling_of_a_slow_creation(
+    aws, sagemaker, clients, config
+):
+    sm, autoscaling = aws
+    arn = register(sm, "Approved")
+    backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+    real_create = sm.create_endpoint
+
+    def create_slowly(**kw):
+        answer = real_create(**kw)
+        backend.endpoints[kw["EndpointName"]].endpoint_status = "Creating"
+        return answer
+
+    sagemaker.create_endpoint = create_slowly
+    first = handle(step_event(arn), clients, config)  # wait_seconds=0: returns while Creating
+    assert first["status"] == "created"
+    assert (
+        autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    )
+    backend.endpoints[ENDPOINT].endpoint_status = "InService"
+
+    event = {
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Endpoint State Change",
+        "detail": {"EndpointName": ENDPOINT, "EndpointStatus": "IN_SERVICE"},
+    }
+    result = handle(event, clients, config)
+
+    assert result["status"] == "autoscaled"
+    (target,) = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"
+    ]
+    assert target["ResourceId"] == f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    other = {**event, "detail": {"EndpointName": "someone-else", "EndpointStatus": "IN_SERVICE"}}
+    assert handle(other, clients, config)["status"] == "skipped"

@@ -69,13 +69,59 @@ def test_data_bucket_is_kms_encrypted_private_versioned_and_logged(resources, te
     assert log_bucket["PublicAccessBlockConfiguration"]["BlockPublicPolicy"] is True
 
 
-def test_lifecycle_expires_execution_outputs_and_noncurrent_versions(resources):
+def test_lifecycle_expires_intermediate_outputs_and_noncurrent_versions(resources):
+    # Changed deliberately: executions/ (models that versions and endpoints serve) never
+    # expires; the expiry rule is now on intermediate/.
     rules = {r["Id"]: r for r in data_bucket(resources)["LifecycleConfiguration"]["Rules"]}
-    outputs = rules["ExpireExecutionOutputs"]
-    assert outputs["Prefix"] == f"{ENV.s3_prefix}/executions/"
+    outputs = rules["ExpireIntermediateOutputs"]
+    assert outputs["Prefix"] == f"{ENV.s3_prefix}/intermediate/"
     assert outputs["ExpirationInDays"] == ENV.execution_outputs_days
     noncurrent = rules["ExpireNoncurrentVersions"]
     assert noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"] == ENV.noncurrent_days
+
+
+def test_no_lifecycle_rule_expires_model_artifacts(resources):
+    """Train writes model.tar.gz under <prefix>/executions/<id>/Train/: no current-version
+    expiry may reach it (a rule without a prefix or filter covers the whole bucket)."""
+    model_key = f"{ENV.s3_prefix}/executions/pipelines-abc/Train/job/output/model.tar.gz"
+    for rule in data_bucket(resources)["LifecycleConfiguration"]["Rules"]:
+        if "ExpirationInDays" not in rule and "ExpirationDate" not in rule:
+            continue
+        prefix = rule.get("Prefix", (rule.get("Filter") or {}).get("Prefix", ""))
+        assert prefix and not model_key.startswith(prefix), rule["Id"]
+
+
+def test_intermediate_outputs_outlive_the_pipeline_step_cache():
+    from infra.config import STEP_CACHE_DAYS
+    from pipeline.settings import Settings
+
+    # The constant mirrors pipeline/settings.py's cache expiry.
+    assert Settings.__dataclass_fields__["cache_expire_after"].default == f"P{STEP_CACHE_DAYS}D"
+    assert ENV.execution_outputs_days > STEP_CACHE_DAYS
+    with pytest.raises(ValueError, match="execution_outputs_days must exceed"):
+        StackConfig(execution_outputs_days=STEP_CACHE_DAYS)
+
+
+def test_destroy_empties_both_buckets_so_they_can_be_deleted(template_json):
+    assert ENV.removal == "destroy"
+    emptied = {
+        r["Properties"]["BucketName"]["Ref"]
+        for r in template_json["Resources"].values()
+        if r["Type"] == "Custom::S3AutoDeleteObjects"
+    }
+    buckets = {i for i, r in template_json["Resources"].items() if r["Type"] == "AWS::S3::Bucket"}
+    assert emptied == buckets and len(buckets) == 2
+
+
+def test_retain_keeps_the_buckets_and_their_objects(tmp_path):
+    from aws_cdk.assertions import Template
+
+    from app import build_app, cdk_json_context
+
+    context = {**cdk_json_context(), "bincount:environment": "prod"}
+    _app, stack = build_app(outdir=str(tmp_path), context=context)
+    template = Template.from_stack(stack)
+    template.resource_count_is("Custom::S3AutoDeleteObjects", 0)
 
 
 def test_both_bucket_policies_deny_requests_without_tls(resources):
@@ -102,7 +148,14 @@ def test_removal_follows_the_context_and_defaults_to_retain(template_json):
 
 
 def test_no_wildcard_s3_action_and_no_managed_full_access(template_json):
-    allows = [(i, s) for i, s in statements(template_json) if s["Effect"] == "Allow"]
+    # Changed deliberately: the CDK's own auto-delete provider (removal destroy, dev) gets
+    # s3:GetBucket*, s3:List*, s3:DeleteObject* in the bucket policies, and only it.
+    provider_role = "CustomS3AutoDeleteObjectsCustomResourceProviderRole"
+    allows = [
+        (i, s)
+        for i, s in statements(template_json)
+        if s["Effect"] == "Allow" and provider_role not in json.dumps(s.get("Principal", {}))
+    ]
     assert len(allows) > 30
     for logical_id, statement in allows:
         for action in as_list(statement.get("Action", [])):
@@ -113,15 +166,85 @@ def test_no_wildcard_s3_action_and_no_managed_full_access(template_json):
             assert "FullAccess" not in json.dumps(arn), f"{logical_id} uses {arn}"
 
 
-def test_pass_role_only_for_the_job_role_to_sagemaker(template_json, resources):
+def test_pass_role_only_for_the_job_and_model_roles_to_sagemaker(template_json, resources):
+    # Changed deliberately: the deployer passes the model role now, not the job role.
     job_role = next(i for i, _ in resources["AWS::IAM::Role"] if i.startswith("RolesJobRole"))
-    passes = [s for _, s in statements(template_json) if "iam:PassRole" in as_list(s["Action"])]
+    model_role = next(i for i, _ in resources["AWS::IAM::Role"] if i.startswith("RolesModelRole"))
+    passes = {
+        i.split("DefaultPolicy")[0]: s
+        for i, s in statements(template_json)
+        if "iam:PassRole" in as_list(s["Action"])
+    }
     assert len(passes) == 2  # the pipeline (jobs) and the deployer (model)
-    for statement in passes:
-        assert statement["Resource"] == {"Fn::GetAtt": [job_role, "Arn"]}
+    assert passes["RolesPipelineRole"]["Resource"] == {"Fn::GetAtt": [job_role, "Arn"]}
+    assert passes["DeployerRole"]["Resource"] == {"Fn::GetAtt": [model_role, "Arn"]}
+    for statement in passes.values():
         assert statement["Condition"] == {
             "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
         }
+
+
+def _role_statements(template_json, role_prefix):
+    return {
+        s.get("Sid", ""): s
+        for i, s in statements(template_json)
+        if i.startswith(f"{role_prefix}DefaultPolicy")
+    }
+
+
+def _object_arns(statement):
+    """The key patterns after the bucket ARN, e.g. '/bincount/executions/*'."""
+    return sorted(
+        part["Fn::Join"][1][1] if isinstance(part, dict) else part
+        for part in as_list(statement["Resource"])
+    )
+
+
+def test_model_role_reads_models_writes_capture_and_nothing_else_in_s3(template_json):
+    model = _role_statements(template_json, "RolesModelRole")
+    s3_actions = {
+        (sid, action)
+        for sid, s in model.items()
+        for action in as_list(s["Action"])
+        if action.startswith("s3:")
+    }
+    assert s3_actions == {
+        ("ReadModelArtifacts", "s3:GetObject"),
+        ("DataCaptureObjects", "s3:PutObject"),
+        ("DataCaptureObjects", "s3:AbortMultipartUpload"),
+    }
+    assert _object_arns(model["ReadModelArtifacts"]) == [f"/{ENV.s3_prefix}/executions/*"]
+    assert _object_arns(model["DataCaptureObjects"]) == [f"/{ENV.data_capture_prefix}/*"]
+    assert "/pytorch-inference" in json.dumps(model["PullInferenceImage"]["Resource"])
+    assert "pytorch-training" not in json.dumps(model)
+    assert ":log-group:/aws/sagemaker/Endpoints/*" in json.dumps(model["EndpointLogs"]["Resource"])
+    assert "kms:Decrypt" in model["UseProjectKey"]["Action"]
+
+
+def test_job_role_reads_the_project_but_writes_only_step_outputs(template_json):
+    job = _role_statements(template_json, "RolesJobRole")
+    writes = [
+        s for s in job.values() if {"s3:PutObject", "s3:DeleteObject"} & set(as_list(s["Action"]))
+    ]
+    assert len(writes) == 1
+    assert _object_arns(writes[0]) == [
+        f"/{ENV.s3_prefix}/executions/*",
+        f"/{ENV.s3_prefix}/intermediate/*",
+    ]
+    assert job["ReadProjectObjects"]["Action"] == "s3:GetObject"
+    assert "DataCaptureObjects" not in job
+
+
+def test_deployer_may_only_read_the_rollback_alarms(template_json, resources):
+    deployer = _role_statements(template_json, "DeployerRole")
+    alarms = [i for i, _ in resources["AWS::CloudWatch::Alarm"]]
+    for sid, statement in deployer.items():
+        text = json.dumps(statement["Resource"])
+        if any(alarm in text for alarm in alarms):
+            assert statement["Action"] == "cloudwatch:DescribeAlarms", sid
+    autoscaling = deployer["AutoscalingAlarms"]
+    assert "TargetTracking-endpoint/" in json.dumps(autoscaling["Resource"])
+    assert not any(alarm in json.dumps(autoscaling["Resource"]) for alarm in alarms)
 
 
 def test_job_role_reads_the_public_dataset_and_pulls_pytorch_images(template_json):
@@ -187,7 +310,8 @@ def test_deployer_lambda_runs_python_3_14_with_its_settings(template):
 
 
 def test_approval_rule_filters_this_group_and_the_decisions(resources):
-    _, rule = only(resources, "AWS::Events::Rule")
+    # Changed deliberately: a second rule (endpoint in service) now sits beside it.
+    (rule,) = [p for i, p in resources["AWS::Events::Rule"] if i.startswith("DeployerApprovalRule")]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
         "detail-type": ["SageMaker Model Package State Change"],
@@ -195,6 +319,44 @@ def test_approval_rule_filters_this_group_and_the_decisions(resources):
             "ModelPackageGroupName": [ENV.resource_prefix],
             "ModelApprovalStatus": ["Approved", "Rejected"],
         },
+    }
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
+
+
+def test_deployer_runs_one_at_a_time_and_keeps_lost_events_in_a_dead_letter_queue(
+    resources, template_json
+):
+    (queue_id, queue) = only(resources, "AWS::SQS::Queue")
+    key_id = only(resources, "AWS::KMS::Key")[0]
+    assert queue["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    (_, queue_policy) = only(resources, "AWS::SQS::QueuePolicy")
+    assert any(
+        s["Effect"] == "Deny"
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+        for s in queue_policy["PolicyDocument"]["Statement"]
+    )
+    (_, function) = next(
+        (i, p) for i, p in resources["AWS::Lambda::Function"] if p["Runtime"] == "python3.14"
+    )
+    assert function["ReservedConcurrentExecutions"] == 1
+    assert function["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+    for _, rule in resources["AWS::Events::Rule"]:
+        (target,) = rule["Targets"]
+        assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
+        assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
+    key_policy = only(resources, "AWS::KMS::Key")[1]["KeyPolicy"]["Statement"]
+    assert any("events.amazonaws.com" in json.dumps(s.get("Principal")) for s in key_policy)
+
+
+def test_endpoint_in_service_rule_invokes_the_deployer_for_this_endpoint(resources):
+    (rule,) = [
+        p for i, p in resources["AWS::Events::Rule"] if i.startswith("DeployerInServiceRule")
+    ]
+    assert rule["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Endpoint State Change"],
+        "detail": {"EndpointName": [ENV.endpoint_name], "EndpointStatus": ["IN_SERVICE"]},
     }
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
@@ -259,6 +421,7 @@ def test_outputs_name_what_a_person_needs(template_json):
         "BucketName",
         "PipelineRoleArn",
         "JobRoleArn",
+        "ModelRoleArn",
         "PipelineName",
         "ModelPackageGroupName",
         "EndpointName",

@@ -10,7 +10,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
-from pipeline.cli import declared_parameters, main, parse_parameter_overrides
+from pipeline.cli import CliError, declared_parameters, main, parse_parameter_overrides
 from pipeline.settings import Settings
 
 REGION = "us-east-1"
@@ -141,3 +141,112 @@ def test_parameter_overrides_against_declared_parameters(definition):
     assert parse_parameter_overrides(["ModelApprovalStatus=Approved"], declared) == {
         "ModelApprovalStatus": "Approved"
     }
+
+
+def test_one_checker_serves_start_run_and_the_runner(definition):
+    from pipeline import parameters
+    from pipeline.local.cli import parse_params
+    from pipeline.local.expressions import resolve_parameters
+
+    declared = declared_parameters(definition)
+    for check in (
+        lambda: parameters.parse_overrides(["Architecture=resnet101"], declared),
+        lambda: resolve_parameters(definition["Parameters"], {"Architecture": "resnet101"}),
+    ):
+        with pytest.raises(ValueError, match="Architecture must be one of resnet18"):
+            check()
+    with pytest.raises(CliError, match="expects NAME=VALUE"):
+        parse_params(["Epochs"])
+    assert parse_params(["SourceUri=s3://b/k=v"]) == {"SourceUri": "s3://b/k=v"}
+
+
+@pytest.fixture
+def local_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("BINCOUNT_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--param", "Bogus=1"], "unknown parameter 'Bogus'"),
+        (["run", "--param", "Architecture=resnet101"], "Architecture must be one of"),
+        (["run", "--param", "Epochs"], "--param expects NAME=VALUE"),
+        (["executions", "show", "nope"], "no execution 'nope'"),
+        (["endpoints", "stop", "nope"], 'Could not find endpoint "nope"'),
+    ],
+)
+def test_local_cli_mistakes_are_one_error_line_and_exit_2(
+    built, local_home, monkeypatch, capsys, argv, message
+):
+    from pipeline.local.workspace import Workspace
+
+    # `run` builds the definition first; the shared build stands in for it.
+    monkeypatch.setattr(Workspace, "definition", lambda self: built.definition)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err
+    assert not (local_home / "executions").exists()
+
+
+def test_local_cli_invoke_of_a_missing_endpoint_is_an_error_line(local_home, tmp_path, capsys):
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"\xff\xd8")
+    assert main(["endpoints", "invoke", "nope", str(image)]) == 2
+    assert capsys.readouterr().err == 'error: Could not find endpoint "nope".\n'
+
+
+def test_aws_errors_are_error_lines(capsys, monkeypatch):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with mock_aws():
+        # ClientError from a paginated call (status of an unknown execution).
+        arn = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/bincount/execution/nope"
+        assert main(["status", "--region", REGION, arn]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+        # NoRegionError on --aws.
+        assert main(["models", "list", "--aws"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "region" in err.lower()
+
+
+class _PagedSageMaker:
+    """list_endpoints in two pages; one endpoint vanished meanwhile, one tags a package."""
+
+    def list_endpoints(self, **kwargs):
+        if kwargs.get("NextToken") == "2":
+            return {"Endpoints": [{"EndpointName": "gone"}, {"EndpointName": "second"}]}
+        return {"Endpoints": [{"EndpointName": "first"}], "NextToken": "2"}
+
+    def describe_endpoint(self, EndpointName):
+        if EndpointName == "gone":
+            from pipeline.local.registry import client_error
+
+            raise client_error("DescribeEndpoint", "ValidationException", "Could not find")
+        return {"EndpointConfigName": f"{EndpointName}-config"}
+
+    def describe_endpoint_config(self, EndpointConfigName):
+        return {"EndpointConfigArn": f"arn:{EndpointConfigName}"}
+
+    def list_tags(self, ResourceArn):
+        from infra.deployer_lambda.deployer import PACKAGE_TAG
+
+        return {"Tags": [{"Key": PACKAGE_TAG, "Value": f"package-of-{ResourceArn}"}]}
+
+
+def test_live_arns_reads_every_page_and_skips_only_client_errors():
+    from pipeline.local.cli import _live_arns
+
+    assert _live_arns(_PagedSageMaker()) == {
+        "package-of-arn:first-config": ["first"],
+        "package-of-arn:second-config": ["second"],
+    }
+
+    class Broken(_PagedSageMaker):
+        def list_tags(self, ResourceArn):
+            raise KeyError("a bug, not an AWS answer")
+
+    with pytest.raises(KeyError):
+        _live_arns(Broken())

@@ -328,3 +328,67 @@ def test_build_makes_no_network_or_aws_requests_and_keeps_placeholders(
     ours = [v for v in walk(definition) if isinstance(v, str) and v.startswith("s3://")]
     ours.remove("s3://aft-vbi-pds")  # the SourceUri default: the public dataset
     assert ours and all(v.startswith("s3://${BucketName}/") for v in ours)
+
+
+def test_spot_checkpoints_are_per_execution(tmp_path):
+    # A fixed prefix let a later execution resume an earlier one's finished checkpoint.
+    definition = json.loads(build(Settings(staging_dir=tmp_path, spot=True)).definition)
+    uri = step(definition, "Train")["Arguments"]["CheckpointConfig"]["S3Uri"]
+    assert uri["Std:Join"]["On"] == "/"
+    values = uri["Std:Join"]["Values"]
+    assert {"Get": "Execution.PipelineExecutionId"} in values
+    assert values[-1] == "checkpoints"
+    assert values[0].endswith("/intermediate")  # expired by the bucket's lifecycle rule
+
+
+def test_only_what_registered_versions_need_outlives_the_lifecycle_rule(definition):
+    """Shards expire under intermediate/; the model and its evaluation stay under executions/."""
+
+    def head(uri):
+        return uri["Std:Join"]["Values"][0]
+
+    prepare = step(definition, "Prepare")["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert {head(o["S3Output"]["S3Uri"]).rsplit("/", 1)[-1] for o in prepare} == {"intermediate"}
+    train = step(definition, "Train")["Arguments"]["OutputDataConfig"]["S3OutputPath"]
+    assert head(train).endswith("/executions")
+    evaluate = step(definition, "Evaluate")["Arguments"]["ProcessingOutputConfig"]["Outputs"]
+    assert head(evaluate[0]["S3Output"]["S3Uri"]).endswith("/executions")
+
+
+def test_network_isolation_without_subnets_has_no_empty_vpc_config(tmp_path):
+    definition = json.loads(
+        build(Settings(staging_dir=tmp_path, network_isolation=True)).definition
+    )
+    train = step(definition, "Train")["Arguments"]
+    assert train["EnableNetworkIsolation"] is True
+    assert "VpcConfig" not in train
+    for name in ("Prepare", "Evaluate"):
+        network = step(definition, name)["Arguments"]["NetworkConfig"]
+        assert "VpcConfig" not in network, name
+    assert (
+        step(definition, "Evaluate")["Arguments"]["NetworkConfig"]["EnableNetworkIsolation"] is True
+    )
+
+
+def test_register_records_the_architecture_parameter_and_cpu_only_types(definition):
+    args = step(definition, "Register")["Arguments"]
+    assert args["CustomerMetadataProperties"] == {
+        "architecture": {"Get": "Parameters.Architecture"}
+    }
+    spec = args["InferenceSpecification"]
+    realtime = spec["SupportedRealtimeInferenceInstanceTypes"]
+    # The image is the CPU inference image: no GPU types.
+    assert not [t for t in realtime if t.startswith(("ml.g", "ml.p", "ml.inf"))], realtime
+    assert realtime[0] == Settings().inference_instance_types[0]
+    assert spec["SupportedTransformInstanceTypes"] == [Settings().inference_instance_types[0]]
+
+
+def test_definition_builds_with_a_missing_aws_profile():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    env["AWS_PROFILE"] = "nope"
+    run = subprocess.run(
+        [sys.executable, "-c", OFFLINE_CLI], cwd=REPO, env=env, capture_output=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    assert json.loads(run.stdout)["Steps"]

@@ -89,3 +89,15 @@ def test_every_code_uri_in_the_definition_is_staged(built, tmp_path):
     staged = {f"s3://{p.relative_to(root).as_posix()}" for p in root.rglob("*") if p.is_file()}
     pointed = {u + "sourcedir.tar.gz" if u.endswith("/") else u for u in code_uris}
     assert staged == pointed
+
+
+def test_archive_modes_follow_the_x_bits_not_the_packing_user(tmp_path, monkeypatch):
+    # root may execute any file with an x bit, os.access says so for everything it packs.
+    monkeypatch.setattr("pipeline.packaging.os.access", lambda *args, **kwargs: True)
+    (tmp_path / "plain.py").write_text("x = 1\n")
+    (tmp_path / "plain.py").chmod(0o644)
+    (tmp_path / "tool.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "tool.sh").chmod(0o700)
+    with tarfile.open(fileobj=io.BytesIO(pack(tmp_path)), mode="r:gz") as tar:
+        modes = {m.name: m.mode for m in tar.getmembers()}
+    assert modes == {"plain.py": 0o644, "tool.sh": 0o755}

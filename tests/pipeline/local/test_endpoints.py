@@ -146,3 +146,47 @@ def test_a_model_that_cannot_load_leaves_the_endpoint_failed_with_the_reason(sm)
     described = sm.describe_endpoint(EndpointName="ep")
     assert described["EndpointStatus"] == "Failed"
     assert "code/inference.py" in described["FailureReason"]
+
+
+def test_a_stale_stopped_view_does_not_redeploy_a_server_restarted_meanwhile(sm, monkeypatch):
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName=deployable(sm, "m1", 2))
+    running = sm.endpoints.get("endpoints", "ep")
+    real_get = sm.endpoints.get
+    reads = []
+
+    # The first, unlocked read sees the endpoint as another invoke saw it before restarting it.
+    def get(kind, name):
+        record = real_get(kind, name)
+        reads.append(name)
+        if len(reads) == 1:
+            return {**record, "EndpointStatus": "OutOfService", "Server": None}
+        return record
+
+    monkeypatch.setattr(sm.endpoints, "get", get)
+    record = sm.endpoints.ensure_running("ep")
+    assert record["Server"]["Pid"] == running["Server"]["Pid"]
+    assert _serving(running["Server"])
+
+
+def test_a_server_whose_ping_raises_is_killed(sm, monkeypatch):
+    import pipeline.local.endpoints as endpoints_module
+
+    started = []
+    real_popen = endpoints_module.subprocess.Popen
+
+    def popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    def refuse(*args, **kwargs):
+        raise ConnectionResetError("reset by peer")
+
+    monkeypatch.setattr(endpoints_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(endpoints_module, "http_request", refuse)
+    sm.create_endpoint(EndpointName="ep", EndpointConfigName=deployable(sm, "m1", 2))
+    described = sm.describe_endpoint(EndpointName="ep")
+    assert described["EndpointStatus"] == "Failed"
+    assert "/ping failed: reset by peer" in described["FailureReason"]
+    (proc,) = started
+    assert proc.wait(timeout=30) is not None

@@ -212,3 +212,19 @@ def test_parameters_are_typed_with_defaults_and_overrides():
         resolve_parameters(declared, {"Epoch": "3"})
     with pytest.raises(ValueError, match="not a valid Integer"):
         coerce_parameter("N", "Integer", 2.5)
+
+
+def test_enum_parameters_refuse_values_outside_their_enum_values():
+    declared = [
+        {"Name": "Architecture", "Type": "String", "DefaultValue": "resnet34",
+         "EnumValues": ["resnet18", "resnet34", "resnet50", "smallcnn"]},
+        {"Name": "ModelApprovalStatus", "Type": "String", "DefaultValue": "PendingManualApproval",
+         "EnumValues": ["PendingManualApproval", "Approved", "Rejected"]},
+    ]  # fmt: skip
+    assert resolve_parameters(declared, {"Architecture": "smallcnn"})["Architecture"] == "smallcnn"
+    with pytest.raises(
+        ValueError, match=r"Architecture must be one of resnet18, .*smallcnn, got 'resnet101'"
+    ):
+        resolve_parameters(declared, {"Architecture": "resnet101"})
+    with pytest.raises(ValueError, match=r"ModelApprovalStatus must be one of .*'approved'"):
+        resolve_parameters(declared, {"ModelApprovalStatus": "approved"})

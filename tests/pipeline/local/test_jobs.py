@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.local.expressions import UnsupportedFeature
-from pipeline.local.jobs import JobFailed, Jobs, rewrite
+from pipeline.local.jobs import JobFailed, Jobs, base_env, rewrite, run_logged, wait_logged
 from pipeline.local.store import ObjectStore
 
 SCRIPT = """
@@ -139,3 +141,63 @@ def test_missing_inputs_and_unsupported_inputs_are_named(store, tmp_path):
     args["ProcessingInputs"][1]["S3Input"]["S3DataType"] = "ManifestFile"
     with pytest.raises(UnsupportedFeature, match="S3DataType 'ManifestFile'"):
         Jobs(store, tmp_path / "exec").run_processing("S", "j", args)
+
+
+def test_a_succeeded_jobs_sandbox_is_removed_and_its_logs_kept(store, tmp_path):
+    result = Jobs(store, tmp_path / "exec").run_processing(
+        "S", "j", processing_args(2, "FullyReplicated")
+    )
+    job_dir = tmp_path / "exec" / "jobs" / "S"
+    assert sorted(p.name for p in job_dir.iterdir()) == ["algo-1.log", "algo-2.log"]
+    assert all(Path(log).is_file() for log in result.logs)
+    assert len(store.objects("s3://b/results")) == 2
+
+
+def test_a_failed_jobs_sandbox_is_kept(store, tmp_path):
+    store.put_bytes(b"x", "s3://b/data/fail.txt")
+    with pytest.raises(JobFailed):
+        Jobs(store, tmp_path / "exec").run_processing(
+            "S", "j", processing_args(1, "FullyReplicated")
+        )
+    assert (tmp_path / "exec/jobs/S/algo-1/opt/ml/processing/data/fail.txt").is_file()
+
+
+# Starts a grandchild that outlives a plain kill of its parent and keeps the stdout pipe open.
+SPAWNER = """
+import subprocess, sys
+child = subprocess.Popen(["sleep", "30"])
+open(sys.argv[1], "w").write(str(child.pid))
+print("started", flush=True)
+child.wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in {"Z", "X"}
+
+
+@pytest.mark.parametrize("echoed", [False, True])
+def test_a_timeout_kills_the_whole_process_group_in_both_modes(tmp_path, echoed):
+    lines: list[str] = []
+    pid_file = tmp_path / "grandchild.pid"
+    proc = run_logged(
+        [sys.executable, "-c", SPAWNER, str(pid_file)],
+        base_env(),
+        tmp_path,
+        tmp_path / "job.log",
+        timeout=2,
+        echo=lines.append if echoed else None,
+    )
+    assert wait_logged(proc) == -9
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # reaped by init shortly after the kill
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)
+    assert "started" in (tmp_path / "job.log").read_text()
+    assert lines == (["started"] if echoed else [])

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from pipeline.local.expressions import UnsupportedFeature
-from pipeline.local.runner import ExecutionFailed, LocalRunner, parse_duration, plan
+from pipeline.local.runner import ExecutionFailed, LocalRunner, StepNode, parse_duration, plan
 from pipeline.local.store import read_json
 
 NOTIFY_ARN = "arn:aws:lambda:us-east-1:000000000000:function:notify"
@@ -187,3 +187,88 @@ def test_cache_expiry_durations(text, expected):
 def test_bad_cache_expiry_is_named():
     with pytest.raises(ValueError, match="'soon' is not an ISO 8601 duration"):
         parse_duration("soon")
+
+
+def _processing_node(arguments: dict) -> StepNode:
+    return StepNode({"Name": "Prepare", "Type": "Processing", "Arguments": arguments})
+
+
+def test_cache_key_follows_local_files_and_folders_named_in_arguments(runner, tmp_path):
+    dataset = tmp_path / "dataset"
+    (dataset / "metadata").mkdir(parents=True)
+    (dataset / "metadata" / "1.json").write_text('{"EXPECTED_QUANTITY": 1}')
+    file_list = tmp_path / "file_list.json"
+    file_list.write_text("[]")
+    arguments = {
+        "AppSpecification": {
+            "ContainerEntrypoint": ["python3"],
+            "ContainerArguments": ["--source", str(dataset), "--file-list", str(file_list)],
+        }
+    }
+    node = _processing_node(arguments)
+    first = runner._cache_key(node, arguments)
+    assert runner._cache_key(node, arguments) == first
+    (dataset / "metadata" / "2.json").write_text('{"EXPECTED_QUANTITY": 2}')
+    second = runner._cache_key(node, arguments)
+    assert second != first
+    file_list.write_text('[{"id": "1"}]')
+    assert runner._cache_key(node, arguments) != second
+
+
+def test_cache_key_ignores_the_execution_id_in_per_execution_checkpoints(runner):
+    def training(execution_id: str) -> dict:
+        return {
+            "HyperParameters": {"epochs": "3"},
+            "CheckpointConfig": {
+                "S3Uri": f"s3://b/p/executions/{execution_id}/checkpoints",
+                "LocalPath": "/opt/ml/checkpoints",
+            },
+        }
+
+    node = StepNode({"Name": "Train", "Type": "Training", "Arguments": {}})
+    one = runner._cache_key(node, training("20260101000000aaaaaa"), "20260101000000aaaaaa")
+    two = runner._cache_key(node, training("20260102000000bbbbbb"), "20260102000000bbbbbb")
+    assert one == two
+    other = training("20260102000000bbbbbb")
+    other["HyperParameters"]["epochs"] = "4"
+    assert runner._cache_key(node, other, "20260102000000bbbbbb") != two
+
+
+def test_cache_key_keeps_execution_ids_of_inputs(runner):
+    # A Train after a cached Prepare reads the earlier execution's outputs: those ids count.
+    def training(source_execution: str) -> dict:
+        uri = f"s3://b/p/executions/{source_execution}/Prepare/train"
+        return {"InputDataConfig": [{"DataSource": {"S3DataSource": {"S3Uri": uri}}}]}
+
+    node = StepNode({"Name": "Train", "Type": "Training", "Arguments": {}})
+    first = runner._cache_key(node, training("run1"), "run1")
+    assert runner._cache_key(node, training("run1"), "run2") == first
+    assert runner._cache_key(node, training("run2"), "run2") != first
+
+
+def test_register_stores_the_resolved_architecture_parameter(runner):
+    register = {
+        "Name": "Register",
+        "Type": "RegisterModel",
+        "Arguments": {
+            "ModelPackageGroupName": "g",
+            "ModelApprovalStatus": "PendingManualApproval",
+            "InferenceSpecification": {"Containers": [{"Image": "img"}]},
+            "CustomerMetadataProperties": {"architecture": {"Get": "Parameters.Architecture"}},
+        },
+    }
+    data = definition([register])
+    data["Parameters"].append(
+        {
+            "Name": "Architecture",
+            "Type": "String",
+            "DefaultValue": "resnet34",
+            "EnumValues": ["resnet34", "smallcnn"],
+        }
+    )
+    record = runner.run(data, {"Architecture": "smallcnn"})
+    arn = next(s for s in record["Steps"] if s["StepName"] == "Register")["Properties"][
+        "ModelPackageArn"
+    ]
+    package = runner.sagemaker.describe_model_package(ModelPackageName=arn)
+    assert package["CustomerMetadataProperties"] == {"architecture": "smallcnn"}
