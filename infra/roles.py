@@ -22,6 +22,26 @@ FRAMEWORK_REPOSITORIES = ("pytorch-training", "pytorch-inference")
 KMS_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
 
 
+def vpc_network_interfaces() -> iam.PolicyStatement:
+    """What SageMaker needs to put a job's or a model's containers into the VPC's subnets
+    (EC2 network-interface actions take no resource ARNs)."""
+    return iam.PolicyStatement(
+        sid="VpcNetworkInterfaces",
+        actions=[
+            "ec2:CreateNetworkInterface",
+            "ec2:CreateNetworkInterfacePermission",
+            "ec2:DeleteNetworkInterface",
+            "ec2:DeleteNetworkInterfacePermission",
+            "ec2:DescribeNetworkInterfaces",
+            "ec2:DescribeVpcs",
+            "ec2:DescribeDhcpOptions",
+            "ec2:DescribeSubnets",
+            "ec2:DescribeSecurityGroups",
+        ],
+        resources=["*"],
+    )
+
+
 class Roles(Construct):
     """`pipeline_role` runs the pipeline; `job_role` runs its jobs; `model_role` serves."""
 
@@ -156,23 +176,7 @@ class Roles(Construct):
         )
         self._model_policy(config, bucket, key)
         if config.vpc_mode:
-            job.add_to_policy(
-                iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
-                    resources=["*"],
-                )
-            )
+            job.add_to_policy(vpc_network_interfaces())
 
         # --- Pipeline role --------------------------------------------------------------------
         pipe = self.pipeline_role
@@ -295,23 +299,7 @@ class Roles(Construct):
             ),
         ]
         if config.vpc_mode:
-            statements.append(
-                iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:CreateNetworkInterfacePermission",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:DeleteNetworkInterfacePermission",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DescribeVpcs",
-                        "ec2:DescribeDhcpOptions",
-                        "ec2:DescribeSubnets",
-                        "ec2:DescribeSecurityGroups",
-                    ],
-                    resources=["*"],
-                )
-            )
+            statements.append(vpc_network_interfaces())
         for statement in statements:
             self.model_role.add_to_policy(statement)
 
