@@ -131,8 +131,6 @@ class Deployer(Construct):
             description="Deploys Approved bincount model packages; rolls back Rejected live ones",
             timeout=Duration.minutes(15),
             memory_size=256,
-            # One deployment at a time: the Deploy step and the approval rule never race.
-            reserved_concurrent_executions=1,
             dead_letter_queue=self.dead_letters,
             role=self.role,
             log_group=log_group,

@@ -216,7 +216,8 @@ def deploy(
     elif live["EndpointConfigName"] == config_name and live["EndpointStatus"] not in BUSY:
         _autoscale(endpoint, clients, config)
         return {**result, "status": "unchanged", "endpoint_config_name": config_name}
-    elif _pending_config(live) == config_name:
+    elif _deploying(live, config_name):
+        # The other of the two callers (the Deploy step, the approval rule) is on it already.
         return {**result, "status": "in_progress", "endpoint_config_name": config_name}
     elif live["EndpointStatus"] in BUSY:
         raise DeployError(
@@ -224,11 +225,18 @@ def deploy(
             "once it is InService"
         )
     else:
-        sm.update_endpoint(
-            EndpointName=endpoint,
-            EndpointConfigName=config_name,
-            DeploymentConfig=_deployment_config(config, rollback=rollback),
-        )
+        try:
+            sm.update_endpoint(
+                EndpointName=endpoint,
+                EndpointConfigName=config_name,
+                DeploymentConfig=_deployment_config(config, rollback=rollback),
+            )
+        except ClientError as error:
+            # Refused because a concurrent call started this very update a moment ago?
+            if not _deploying(_describe_endpoint(sm, endpoint) or {}, config_name):
+                raise
+            LOG.info(json.dumps({"event": "update_in_progress", "error": str(error)}))
+            return {**result, "status": "in_progress", "endpoint_config_name": config_name}
         action = "updating"
     status = _wait(endpoint, config_name, clients, config)
     if status == "InService":
@@ -483,6 +491,13 @@ def _missing(error: ClientError) -> bool:
     return err.get("Code") in {"ValidationException", "ResourceNotFound"} and (
         "Could not find" in err.get("Message", "") or err.get("Code") == "ResourceNotFound"
     )
+
+
+def _deploying(live: Mapping[str, Any], config_name: str) -> bool:
+    """Whether `config_name` is what the endpoint is being created or updated to right now."""
+    if _pending_config(live) == config_name:
+        return True
+    return live.get("EndpointConfigName") == config_name and live.get("EndpointStatus") in BUSY
 
 
 def _pending_config(live: Mapping[str, Any]) -> str:

@@ -517,3 +517,59 @@ def test_endpoint_in_service_event_finishes_autoscaling_of_a_slow_creation(
     assert target["ResourceId"] == f"endpoint/{ENDPOINT}/variant/AllTraffic"
     other = {**event, "detail": {"EndpointName": "someone-else", "EndpointStatus": "IN_SERVICE"}}
     assert handle(other, clients, config)["status"] == "skipped"
+
+
+def test_a_second_caller_finds_the_same_version_being_created_and_leaves_it(
+    aws, sagemaker, clients, config
+):
+    """Approved at registration: the Deploy step and the approval rule both deploy it. The one
+    that comes second while the endpoint is still Creating must not fail the pipeline."""
+    arn = register(aws[0], "Approved")
+    handle(step_event(arn), clients, config)
+    backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+    backend.endpoints[ENDPOINT].endpoint_status = "Creating"
+    sagemaker.calls.clear()
+
+    result = handle(state_change(arn, "Approved"), clients, config)
+
+    assert result["status"] == "in_progress"
+    assert sagemaker.created() == [] and sagemaker.updates == []
+
+
+def test_an_update_refused_because_a_concurrent_call_started_it_is_in_progress(
+    aws, sagemaker, clients, config
+):
+    from botocore.exceptions import ClientError
+
+    handle(step_event(register(aws[0], "Approved")), clients, config)
+    second = register(aws[0], "Approved")
+    backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+    def raced(**kwargs):
+        # The other caller's update landed between our describe and our update.
+        endpoint = backend.endpoints[kwargs["EndpointName"]]
+        endpoint.endpoint_config_name = kwargs["EndpointConfigName"]
+        endpoint.endpoint_status = "Updating"
+        raise ClientError(
+            {
+                "Error": {
+                    "Code": "ValidationException",
+                    "Message": "Cannot update in-progress endpoint",
+                }
+            },
+            "UpdateEndpoint",
+        )
+
+    sagemaker.update_endpoint = raced
+    assert handle(state_change(second, "Approved"), clients, config)["status"] == "in_progress"
+
+    def refused(**kwargs):
+        raise ClientError(
+            {"Error": {"Code": "ValidationException", "Message": "Instance type not supported"}},
+            "UpdateEndpoint",
+        )
+
+    backend.endpoints[ENDPOINT].endpoint_status = "InService"
+    sagemaker.update_endpoint = refused
+    with pytest.raises(ClientError, match="Instance type not supported"):
+        handle(state_change(register(aws[0], "Approved"), "Approved"), clients, config)
