@@ -21,19 +21,6 @@ _NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,40}$")
 STEP_CACHE_DAYS = 30
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
-# The SageMaker framework images (PyTorch DLCs) live in this account in most regions; the
-# exceptions are the opt-in regions below.
-DLC_ACCOUNT_DEFAULT = "763104351884"
-DLC_ACCOUNTS = {
-    "af-south-1": "626614931356",
-    "ap-east-1": "871362719292",
-    "ap-southeast-3": "907027046896",
-    "eu-south-1": "692866216735",
-    "me-south-1": "217643126080",
-    "cn-north-1": "727897471807",
-    "cn-northwest-1": "727897471807",
-}
-
 
 @dataclass(frozen=True)
 class StackConfig:
@@ -55,8 +42,11 @@ class StackConfig:
     data_capture_percent: int = 100
     canary_percent: int = 50
     bake_seconds: int = 300
-    # How long the deployer waits for the endpoint in one call (Lambda timeout is 15 min).
-    deployer_wait_seconds: int = 600
+    # How long one deployer call waits for the endpoint: the Deploy step is a pipeline Lambda
+    # step (cut at 10 minutes); the endpoint's state-change events finish the rollout.
+    deployer_wait_seconds: int = 120
+    # Minutes between the deployer's periodic reconciliations (a safety net for lost events).
+    reconcile_minutes: int = 15
     latency_alarm_microseconds: int = 2_000_000
     error_alarm_count: int = 5
     # Days before objects under the intermediate prefix expire (more than STEP_CACHE_DAYS),
@@ -68,10 +58,15 @@ class StackConfig:
     vpc_id: str = ""
     subnet_ids: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
+    # VPC mode: route tables of those subnets; when given, the stack adds an S3 gateway endpoint
+    # to them (the subnets need one, or a NAT; see infra/network.py).
+    route_table_ids: tuple[str, ...] = ()
     # Buckets besides aft-vbi-pds that Prepare may read a dataset from (SourceUri), read-only.
     source_buckets: tuple[str, ...] = ()
     # Which training instance type the pipeline defaults to (Studio can override it).
     training_instance_type: str = "ml.g4dn.xlarge"
+    # Managed spot training (up to ~70% cheaper; interrupted jobs resume from checkpoints).
+    spot_training: bool = False
 
     def __post_init__(self) -> None:
         for field in ("name", "project", "endpoint_name"):
@@ -96,12 +91,23 @@ class StackConfig:
                 "cache (a cached step's outputs must still be there when it is reused), got "
                 f"{self.execution_outputs_days}"
             )
+        if not 0 <= self.deployer_wait_seconds <= 300:
+            raise ValueError(
+                "deployer_wait_seconds must be 0..300 (the Deploy step must answer well within "
+                f"a pipeline Lambda step's 10 minutes), got {self.deployer_wait_seconds}"
+            )
+        if self.reconcile_minutes < 1:
+            raise ValueError(f"reconcile_minutes must be at least 1, got {self.reconcile_minutes}")
+        if not isinstance(self.spot_training, bool):
+            raise ValueError(f"spot_training must be true or false, got {self.spot_training!r}")
         if self.endpoint_instance_count < 1:
             raise ValueError("endpoint_instance_count must be at least 1")
         if bool(self.subnet_ids) != bool(self.security_group_ids) or (
             bool(self.subnet_ids) != bool(self.vpc_id)
         ):
             raise ValueError("VPC mode needs vpc_id, subnet_ids and security_group_ids together")
+        if self.route_table_ids and not self.vpc_mode:
+            raise ValueError("route_table_ids belong to VPC mode (vpc_id, subnet_ids, ...)")
 
     @property
     def vpc_mode(self) -> bool:
@@ -129,9 +135,6 @@ class StackConfig:
     @property
     def data_capture_prefix(self) -> str:
         return f"data-capture/{self.endpoint_name}"
-
-    def dlc_account(self, region: str) -> str:
-        return DLC_ACCOUNTS.get(region, DLC_ACCOUNT_DEFAULT)
 
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> StackConfig:

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import (
+    Acknowledgment,
+    ArnFormat,
+    CustomResource,
+    Duration,
+    RemovalPolicy,
+    Stack,
+    Validations,
+)
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -20,7 +27,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from infra import log_groups
 from infra.config import StackConfig
+from infra.custom_resource import provider
+from pipeline.instance_types import accepts_volume_kms_key
 
 LAMBDA_CODE = Path(__file__).resolve().parent / "deployer_lambda"
 SAGEMAKER = "sagemaker.amazonaws.com"
@@ -31,8 +41,9 @@ ENDPOINT_EVENT = "SageMaker Endpoint State Change"
 
 
 class Deployer(Construct):
-    """`function` deploys Approved packages to the endpoint; `rule` feeds it approvals,
-    `in_service_rule` the endpoint's arrival in service; `dead_letters` keeps what failed."""
+    """`function` reconciles the endpoint with the registry; `rule` feeds it the group's status
+    changes, `endpoint_rule` the endpoint's state changes, `schedule` a periodic safety net;
+    `dead_letters` keeps what failed; `teardown` removes the endpoint with the stack."""
 
     def __init__(
         self,
@@ -55,15 +66,7 @@ class Deployer(Construct):
         ]
         self.alarms = self._alarms(config, self.alarm_names)
 
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            encryption_key=key,
-            retention=_retention(config.log_retention_days),
-            removal_policy=RemovalPolicy.RETAIN
-            if config.removal == "retain"
-            else RemovalPolicy.DESTROY,
-        )
+        log_group = log_groups.log_group(self, "Logs", config, key)
         self.role = iam.Role(
             self,
             "Role",
@@ -71,25 +74,6 @@ class Deployer(Construct):
             description=f"{config.resource_prefix}: the model deployer Lambda",
         )
         self._grant(config, key, model_role, group_name, log_group)
-
-        vpc_props = {}
-        if config.vpc_mode:
-            vpc = ec2.Vpc.from_vpc_attributes(
-                self, "Vpc", vpc_id=config.vpc_id, availability_zones=stack.availability_zones
-            )
-            vpc_props = {
-                "vpc": vpc,
-                "vpc_subnets": ec2.SubnetSelection(
-                    subnets=[
-                        ec2.Subnet.from_subnet_id(self, f"Subnet{i}", subnet)
-                        for i, subnet in enumerate(config.subnet_ids)
-                    ]
-                ),
-                "security_groups": [
-                    ec2.SecurityGroup.from_security_group_id(self, f"Sg{i}", group)
-                    for i, group in enumerate(config.security_group_ids)
-                ],
-            }
 
         # Approvals that could not be delivered or deployed (after retries) land here.
         self.dead_letters = sqs.Queue(
@@ -142,6 +126,11 @@ class Deployer(Construct):
                 "INSTANCE_TYPE": config.endpoint_instance_type,
                 "INSTANCE_COUNT": str(config.endpoint_instance_count),
                 "KMS_KEY_ARN": key.key_arn,
+                # SageMaker refuses a volume key on instance types with NVMe storage.
+                "VOLUME_KMS_KEY_ARN": key.key_arn
+                if accepts_volume_kms_key(config.endpoint_instance_type)
+                else "",
+                "MODEL_PACKAGE_GROUP": group_name,
                 "ALARM_NAMES": ",".join(self.alarm_names),
                 "MIN_CAPACITY": str(config.autoscaling_min),
                 "MAX_CAPACITY": str(config.autoscaling_max),
@@ -153,37 +142,79 @@ class Deployer(Construct):
                 "SECURITY_GROUP_IDS": ",".join(config.security_group_ids),
                 "NETWORK_ISOLATION": "true" if config.vpc_mode else "false",
                 "WAIT_SECONDS": str(config.deployer_wait_seconds),
+                # Within the function's 15 minutes: the endpoint's deletion on `cdk destroy`.
+                "TEARDOWN_SECONDS": "720",
             },
             environment_encryption=key,
-            **vpc_props,
         )
         self.function.node.add_dependency(self.role)
 
+        # The deployer reconciles: every change of a version's status (approved, rejected, or
+        # set back to pending), every change of the endpoint's state (a rollout finished,
+        # failed or rolled back) and a periodic safety net move the endpoint toward the newest
+        # Approved version. A busy endpoint is not an error: the next event finishes the work.
         self.rule = events.Rule(
             self,
             "ApprovalRule",
-            description=f"Approvals and rejections in the {group_name} model package group",
+            description=f"Status changes of versions in the {group_name} model package group",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=[APPROVAL_EVENT],
-                detail={
-                    "ModelPackageGroupName": [group_name],
-                    "ModelApprovalStatus": ["Approved", "Rejected"],
-                },
+                detail={"ModelPackageGroupName": [group_name]},
             ),
             targets=[self._target()],
         )
-        # A creation that outlasts one call's wait finishes its autoscaling here.
-        self.in_service_rule = events.Rule(
+        self.endpoint_rule = events.Rule(
             self,
-            "InServiceRule",
-            description=f"Endpoint {endpoint} in service: the deployer sets up autoscaling",
+            "EndpointStateRule",
+            description=f"State changes of endpoint {endpoint}: the deployer finishes or "
+            "corrects its rollout",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
                 detail_type=[ENDPOINT_EVENT],
-                detail={"EndpointName": [endpoint], "EndpointStatus": ["IN_SERVICE"]},
+                detail={"EndpointName": [endpoint]},
             ),
             targets=[self._target()],
+        )
+        self.schedule = events.Rule(
+            self,
+            "ReconcileSchedule",
+            description=f"Safety net: the deployer reconciles endpoint {endpoint} periodically",
+            schedule=events.Schedule.rate(Duration.minutes(config.reconcile_minutes)),
+            targets=[self._target()],
+        )
+        # `cdk destroy`: the deployer deletes the endpoint, endpoint configs, models and scalable
+        # target it made outside CloudFormation (they would keep billing). The rules and the
+        # schedule depend on it, so they go first and no late event brings the endpoint back;
+        # it depends on the model role, the key and its own role, which must outlive the
+        # endpoint's deletion.
+        self.teardown = CustomResource(
+            self,
+            "Teardown",
+            service_token=provider(
+                self, "TeardownProvider", config=config, key=key, function=self.function
+            ).service_token,
+            resource_type="Custom::EndpointTeardown",
+            properties={"EndpointName": endpoint},
+        )
+        self.teardown.node.add_dependency(model_role, key, self.role, self.function)
+        for rule in (self.rule, self.endpoint_rule, self.schedule):
+            rule.node.add_dependency(self.teardown)
+
+        # Anything in the dead-letter queue is work the deployer could not do: say so loudly.
+        self.dead_letter_alarm = cloudwatch.Alarm(
+            self,
+            "DeadLettersAlarm",
+            alarm_name=f"{config.resource_prefix}-deployer-dead-letters",
+            alarm_description="Events the deployer could not handle after retries are waiting "
+            "in its dead-letter queue",
+            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=1,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
 
     def _target(self) -> targets.LambdaFunction:
@@ -251,22 +282,37 @@ class Deployer(Construct):
         statements = [
             iam.PolicyStatement(
                 sid="ReadPackages",
-                actions=["sagemaker:DescribeModelPackage"],
+                # UpdateModelPackage only sets or removes the rollout-failed mark in a
+                # version's CustomerMetadataProperties.
+                actions=["sagemaker:DescribeModelPackage", "sagemaker:UpdateModelPackage"],
                 resources=[self._arn("sagemaker", "model-package", f"{group_name}/*")],
             ),
             iam.PolicyStatement(
-                sid="ListPackages", actions=["sagemaker:ListModelPackages"], resources=["*"]
+                sid="ListPackagesModelsAndConfigs",
+                actions=[
+                    "sagemaker:ListModelPackages",
+                    "sagemaker:ListModels",
+                    "sagemaker:ListEndpointConfigs",
+                ],
+                resources=["*"],
             ),
             iam.PolicyStatement(
                 sid="ModelsAndEndpoints",
                 actions=[
                     "sagemaker:CreateModel",
                     "sagemaker:DescribeModel",
+                    "sagemaker:DeleteModel",
                     "sagemaker:CreateEndpointConfig",
                     "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:DeleteEndpointConfig",
                     "sagemaker:CreateEndpoint",
                     "sagemaker:UpdateEndpoint",
                     "sagemaker:DescribeEndpoint",
+                    # Only on `cdk destroy` (the teardown custom resource).
+                    "sagemaker:DeleteEndpoint",
+                    # Application Auto Scaling checks this one on whoever registers a variant
+                    # as a scalable target.
+                    "sagemaker:UpdateEndpointWeightsAndCapacities",
                     "sagemaker:AddTags",
                     "sagemaker:ListTags",
                 ],
@@ -297,6 +343,7 @@ class Deployer(Construct):
                 actions=[
                     "application-autoscaling:RegisterScalableTarget",
                     "application-autoscaling:PutScalingPolicy",
+                    "application-autoscaling:DeregisterScalableTarget",
                 ],
                 resources=["*"],
             ),
@@ -335,20 +382,6 @@ class Deployer(Construct):
                 resources=[log_group.log_group_arn],
             ),
         ]
-        if config.vpc_mode:
-            statements.append(
-                iam.PolicyStatement(
-                    sid="VpcNetworkInterfaces",
-                    actions=[
-                        "ec2:CreateNetworkInterface",
-                        "ec2:DescribeNetworkInterfaces",
-                        "ec2:DeleteNetworkInterface",
-                        "ec2:AssignPrivateIpAddresses",
-                        "ec2:UnassignPrivateIpAddresses",
-                    ],
-                    resources=["*"],
-                )
-            )
         for statement in statements:
             self.role.add_to_policy(statement)
         self._acknowledge(config, group_name)
@@ -357,10 +390,8 @@ class Deployer(Construct):
         arn = f"arn:<AWS::Partition>:{{}}:{self._stack.region}:<AWS::AccountId>:{{}}"
         endpoint = config.endpoint_name
         findings = {
-            "Resource::*": "ListModelPackages and the Application Auto Scaling calls have no "
-            "resource-level permissions"
-            + ("; Lambda's VPC network interfaces take no resource ARNs" if config.vpc_mode else "")
-            + ".",
+            "Resource::*": "ListModelPackages, ListModels, ListEndpointConfigs and the "
+            "Application Auto Scaling calls have no resource-level permissions.",
             "Resource::" + arn.format("sagemaker", f"model-package/{group_name}/*"): "Versions "
             "of this project's own model package group only.",
             "Resource::" + arn.format("sagemaker", f"model/{endpoint}-*"): "One model per package "
@@ -378,19 +409,3 @@ class Deployer(Construct):
                 for finding, reason in findings.items()
             )
         )
-
-
-def _retention(days: int) -> logs.RetentionDays:
-    by_days = {
-        1: logs.RetentionDays.ONE_DAY,
-        7: logs.RetentionDays.ONE_WEEK,
-        14: logs.RetentionDays.TWO_WEEKS,
-        30: logs.RetentionDays.ONE_MONTH,
-        90: logs.RetentionDays.THREE_MONTHS,
-        180: logs.RetentionDays.SIX_MONTHS,
-        365: logs.RetentionDays.ONE_YEAR,
-        731: logs.RetentionDays.TWO_YEARS,
-    }
-    if days not in by_days:
-        raise ValueError(f"log_retention_days must be one of {sorted(by_days)}, got {days}")
-    return by_days[days]

@@ -36,6 +36,7 @@ STAGING_ROOT = Path(__file__).resolve().parent.parent / "build" / "cdk-staging"
 
 def pipeline_settings(config: StackConfig, region: str, staging_dir: Path):
     """The pipeline/ Settings for this stack: placeholders where CloudFormation decides."""
+    from pipeline.instance_types import inference_instance_types
     from pipeline.settings import ParameterDefaults, Settings
 
     return Settings(
@@ -52,6 +53,8 @@ def pipeline_settings(config: StackConfig, region: str, staging_dir: Path):
         subnets=config.subnet_ids,
         security_group_ids=config.security_group_ids,
         network_isolation=config.vpc_mode,
+        spot=config.spot_training,
+        inference_instance_types=inference_instance_types(config.endpoint_instance_type),
         defaults=ParameterDefaults(
             endpoint_name=config.endpoint_name,
             training_instance_type=config.training_instance_type,

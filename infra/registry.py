@@ -1,22 +1,101 @@
-"""The model package group every pipeline run registers its model into."""
+"""The model package group every pipeline run registers its model into.
+
+A custom resource (infra/registry_lambda) rather than AWS::SageMaker::ModelPackageGroup: the
+group outlives a `retain` stack (its versions are history), and a plain resource with a fixed
+name then makes the next deployment fail with "already exists"; the custom resource adopts
+it. Where `removal` is `destroy`, deleting the stack deletes the versions and the group.
+"""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
-from aws_cdk import aws_sagemaker as sagemaker
+from pathlib import Path
+
+from aws_cdk import Acknowledgment, ArnFormat, CustomResource, Duration, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from constructs import Construct
+
+from infra.config import StackConfig
+from infra.custom_resource import CustomResourceHandler
+
+LAMBDA_CODE = Path(__file__).resolve().parent / "registry_lambda"
 
 
 class Registry(Construct):
-    """An AWS::SageMaker::ModelPackageGroup that outlives the stack (its versions are history)."""
+    """`group` is the custom resource; `group_name` its name (the stack's resource prefix)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, group_name: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StackConfig, key: kms.IKey
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.group_name = group_name
-        self.group = sagemaker.CfnModelPackageGroup(
+        stack = Stack.of(self)
+        self.group_name = group_name = config.resource_prefix
+
+        def arn(resource: str, name: str) -> str:
+            return stack.format_arn(
+                service="sagemaker",
+                resource=resource,
+                resource_name=name,
+                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+            )
+
+        statements = [
+            iam.PolicyStatement(
+                sid="ManageTheGroup",
+                actions=[
+                    "sagemaker:CreateModelPackageGroup",
+                    "sagemaker:DescribeModelPackageGroup",
+                    "sagemaker:DeleteModelPackageGroup",
+                    "sagemaker:AddTags",
+                ],
+                resources=[arn("model-package-group", group_name)],
+            ),
+            # ListModelPackages has no resource-level permissions.
+            iam.PolicyStatement(
+                sid="ListVersions", actions=["sagemaker:ListModelPackages"], resources=["*"]
+            ),
+        ]
+        if config.removal == "destroy":
+            statements.append(
+                iam.PolicyStatement(
+                    sid="DeleteVersions",
+                    actions=["sagemaker:DeleteModelPackage"],
+                    resources=[arn("model-package", f"{group_name}/*")],
+                )
+            )
+        self.handler = CustomResourceHandler(
+            self,
+            "Handler",
+            config=config,
+            key=key,
+            code_dir=LAMBDA_CODE,
+            handler="registry.on_event",
+            description="Creates or adopts the model package group; deletes it with the stack "
+            "where removal is destroy",
+            statements=statements,
+            timeout=Duration.minutes(5),
+        )
+        self.group = CustomResource(
             self,
             "Group",
-            model_package_group_name=group_name,
-            model_package_group_description="bincount: item-count classifiers for bin photos",
+            service_token=self.handler.provider.service_token,
+            resource_type="Custom::ModelPackageGroup",
+            properties={
+                "GroupName": group_name,
+                "Description": "bincount: item-count classifiers for bin photos",
+                "DeleteVersions": "true" if config.removal == "destroy" else "false",
+            },
         )
-        self.group.apply_removal_policy(RemovalPolicy.RETAIN)
+        self.group_arn = self.group.get_att_string("GroupArn")
+        findings = {
+            "Resource::*": "ListModelPackages has no resource-level permissions in IAM.",
+            f"Resource::arn:<AWS::Partition>:sagemaker:{stack.region}:<AWS::AccountId>:"
+            f"model-package/{group_name}/*": "Deletes only the versions of this stack's own "
+            "group, and only where removal is destroy.",
+        }
+        Validations.of(self.handler.role).acknowledge(
+            *(
+                Acknowledgment(id=f"AwsSolutions-IAM5[{finding}]", reason=reason)
+                for finding, reason in findings.items()
+            )
+        )

@@ -18,8 +18,16 @@ from infra.config import StackConfig
 
 SAGEMAKER = "sagemaker.amazonaws.com"
 PUBLIC_DATASET_BUCKET = "aft-vbi-pds"
-FRAMEWORK_REPOSITORIES = ("pytorch-training", "pytorch-inference")
 KMS_USE = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+
+
+def framework_repository(region: str, scope: str):
+    """The PyTorch image repository the pipeline's jobs ("training") or model ("inference")
+    pull from, per the SDK's own image config (the hosting account differs by region)."""
+    from pipeline.images import repository
+    from pipeline.settings import Settings
+
+    return repository(region, Settings.framework_version, scope)
 
 
 def vpc_network_interfaces() -> iam.PolicyStatement:
@@ -139,7 +147,6 @@ class Roles(Construct):
                 sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]
             )
         )
-        dlc = config.dlc_account(stack.region)
         job.add_to_policy(
             iam.PolicyStatement(
                 sid="PullFrameworkImages",
@@ -149,8 +156,8 @@ class Roles(Construct):
                     "ecr:GetDownloadUrlForLayer",
                 ],
                 resources=[
-                    f"arn:{stack.partition}:ecr:{stack.region}:{dlc}:repository/{repo}"
-                    for repo in FRAMEWORK_REPOSITORIES
+                    framework_repository(stack.region, scope).arn(stack.partition)
+                    for scope in ("training", "inference")
                 ],
             )
         )
@@ -276,10 +283,7 @@ class Roles(Construct):
                     "ecr:BatchGetImage",
                     "ecr:GetDownloadUrlForLayer",
                 ],
-                resources=[
-                    f"arn:{stack.partition}:ecr:{stack.region}:"
-                    f"{config.dlc_account(stack.region)}:repository/pytorch-inference"
-                ],
+                resources=[framework_repository(stack.region, "inference").arn(stack.partition)],
             ),
             iam.PolicyStatement(
                 sid="EndpointLogs",

@@ -7,6 +7,7 @@ from constructs import Construct
 
 from infra.config import StackConfig
 from infra.deployer import Deployer
+from infra.network import VpcEndpoints
 from infra.pipeline import Pipeline
 from infra.registry import Registry
 from infra.roles import Roles
@@ -20,9 +21,11 @@ class BincountStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self.storage = Storage(self, "Storage", config)
+        if config.route_table_ids:
+            VpcEndpoints(self, "VpcEndpoints", config=config)
         bucket, key = self.storage.bucket, self.storage.key
         self.roles = Roles(self, "Roles", config=config, bucket=bucket, key=key)
-        self.registry = Registry(self, "Registry", group_name=config.resource_prefix)
+        self.registry = Registry(self, "Registry", config=config, key=key)
         self.deployer = Deployer(
             self,
             "Deployer",
@@ -44,6 +47,10 @@ class BincountStack(Stack):
             deployer_function_arn=self.deployer.function.function_arn,
         )
         self.pipeline.pipeline.node.add_dependency(self.registry.group)
+        # Deleted before the deployer's teardown: no execution deploys during `cdk destroy`.
+        self.pipeline.pipeline.node.add_dependency(self.deployer.teardown)
+        # The teardown runs before the group goes (a `destroy` group deletes its versions).
+        self.deployer.teardown.node.add_dependency(self.registry.group)
 
         outputs = {
             "BucketName": bucket.bucket_name,

@@ -5,6 +5,8 @@
 - `start [--param NAME=VALUE ...]`: start an execution of the deployed pipeline; names and
   values are checked against the parameters that pipeline declares.
 - `status [EXECUTION_ARN]`: each step of that execution (default: the newest) and its state.
+- `doctor [--aws] [--env ENV] [--region R] [--json]`: preflight checks before deploying
+  (credentials, region, CDK bootstrap, Service Quotas); see pipeline.doctor.
 
 The local runner's commands (`run`, `executions`, ...) come from pipeline.local.cli. Every
 command sets `func` (args -> exit code or None) through `set_defaults`.
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from pipeline import parameters
+from pipeline import doctor, parameters
 from pipeline.settings import ParameterDefaults, Settings
 
 
@@ -81,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("execution_arn", nargs="?", help="default: the newest execution")
     status.set_defaults(func=cmd_status)
 
+    doctor.add_command(commands)
     _add_local_commands(commands)
     return parser
 
@@ -132,12 +135,6 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--network-isolation", action="store_true", default=None)
     group.add_argument("--spot", action="store_true", default=None, help="managed spot training")
     group.add_argument(
-        "--torch-distributed",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torchrun in the training container (default: by GPUs of the training type)",
-    )
-    group.add_argument(
         "--default",
         dest="defaults",
         action="append",
@@ -153,8 +150,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         for name in (*_SETTINGS_OPTIONS, "staging_dir", "network_isolation", "spot")
         if getattr(args, name) is not None
     }
-    if args.torch_distributed is not None:
-        changes["torch_distributed"] = args.torch_distributed
     if args.subnets:
         changes["subnets"] = tuple(args.subnets)
     if args.security_group_ids:

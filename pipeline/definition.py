@@ -22,6 +22,12 @@ import boto3
 import botocore.exceptions
 import botocore.session
 
+from pipeline.images import image_uri
+from pipeline.instance_types import (
+    PROCESSING_INSTANCE_TYPES,
+    TRAINING_INSTANCE_TYPES,
+    volume_kms_key,
+)
 from pipeline.packaging import CodeArchive, StagingSession, code_archive
 from pipeline.settings import Settings
 
@@ -31,6 +37,9 @@ REGISTER, DEPLOY, GATE_FAILED = "Register", "Deploy", "QualityGateFailed"
 EVALUATION_REPORT = "EvaluationReport"
 ACCURACY_JSON_PATH = "multiclass_classification_metrics.accuracy.value"
 PROCESSING_OUTPUT = "/opt/ml/processing/output"
+# A network-isolated Train gets its code archive as this input channel.
+CODE_CHANNEL = "code"
+CODE_CHANNEL_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/json")
 RESPONSE_TYPES = ("application/json",)
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "smallcnn")
@@ -134,7 +143,6 @@ def _set_environ(values: dict[str, str | None]) -> None:
 
 
 with _offline_sdk("us-east-1"):
-    from sagemaker.core import image_uris
     from sagemaker.core.config.config_manager import SageMakerConfig
     from sagemaker.core.lambda_helper import Lambda
     from sagemaker.core.model_metrics import MetricsSource, ModelMetrics
@@ -237,13 +245,17 @@ def _define(
     d = settings.defaults
     # --- Parameters (what Studio shows when starting an execution) ---------------------------
     processing_instance_type = ParameterString(
-        "ProcessingInstanceType", default_value=d.processing_instance_type
+        "ProcessingInstanceType",
+        default_value=d.processing_instance_type,
+        enum_values=list(PROCESSING_INSTANCE_TYPES),
     )
     processing_instance_count = ParameterInteger(
         "ProcessingInstanceCount", default_value=d.processing_instance_count
     )
     training_instance_type = ParameterString(
-        "TrainingInstanceType", default_value=d.training_instance_type
+        "TrainingInstanceType",
+        default_value=d.training_instance_type,
+        enum_values=list(TRAINING_INSTANCE_TYPES),
     )
     training_instance_count = ParameterInteger(
         "TrainingInstanceCount", default_value=d.training_instance_count
@@ -285,6 +297,9 @@ def _define(
 
     # --- Shared job settings ------------------------------------------------------------------
     kms_key = settings.kms_key or None
+    # Volume keys only where no instance type the parameter allows would make SageMaker refuse.
+    processing_volume_key = volume_kms_key(kms_key, PROCESSING_INSTANCE_TYPES)
+    training_volume_key = volume_kms_key(kms_key, TRAINING_INSTANCE_TYPES)
     cache = CacheConfig(enable_caching=True, expire_after=settings.cache_expire_after)
     job_retries = [
         StepRetryPolicy(
@@ -315,13 +330,12 @@ def _define(
         head = settings.s3_uri(top)
         return Join(on="/", values=[head, ExecutionVariables.PIPELINE_EXECUTION_ID, *parts])
 
-    processing_image = image_uris.retrieve(
-        "pytorch",
-        region=settings.region,
-        version=settings.framework_version,
-        py_version=settings.py_version,
-        instance_type=d.processing_instance_type,
-        image_scope="training",
+    processing_image = image_uri(
+        settings.region,
+        settings.framework_version,
+        settings.py_version,
+        d.processing_instance_type,
+        "training",
     )
 
     def network_config(isolated: bool) -> NetworkConfig | None:
@@ -337,15 +351,15 @@ def _define(
     # The SDK stages install_requirements.py under code/<job_name>/source/: name it by content.
     helpers_prefix = f"sdk-{_sha256_file(install_requirements.__file__)[:16]}"
 
-    def processor(job: str, isolated: bool = True) -> FrameworkProcessor:
+    def processor(job: str, isolated: bool = True, instance_count=None) -> FrameworkProcessor:
         return FrameworkProcessor(
             image_uri=processing_image,
             command=["python3"],
             role=settings.jobs_role_arn,
             instance_type=processing_instance_type,
-            instance_count=processing_instance_count,
+            instance_count=instance_count or processing_instance_count,
             volume_size_in_gb=100,
-            volume_kms_key=kms_key,
+            volume_kms_key=processing_volume_key,
             output_kms_key=kms_key,
             code_location=settings.s3_uri("code"),
             base_job_name=f"{settings.pipeline_name}-{job}",
@@ -399,6 +413,7 @@ def _define(
         return prepare.properties.ProcessingOutputConfig.Outputs[split].S3Output.S3Uri
 
     # --- 2. Train: fine-tune the CNN on the prepared shards -----------------------------------
+    isolated_training = settings.network_isolation
     hyperparameters = {
         "epochs": epochs.to_string(),
         "batch_size": batch_size.to_string(),
@@ -411,22 +426,28 @@ def _define(
         "compile": "false",
         "checkpoint_dir": "/opt/ml/checkpoints",
         # The PyTorch image's training toolkit fetches and runs our own staged archive, so the
-        # SDK has no driver files to upload under a timestamped key.
+        # SDK has no driver files to upload under a timestamped key. A network-isolated job cannot
+        # reach S3 itself: SageMaker delivers the archive as the `code` channel instead (as SDK
+        # v2's estimators do), and the toolkit extracts it from there.
         "sagemaker_program": "train.py",
-        "sagemaker_submit_directory": training_code.uri(settings),
+        "sagemaker_submit_directory": (
+            f"{CODE_CHANNEL_DIR}/{training_code.filename}"
+            if isolated_training
+            else training_code.uri(settings)
+        ),
         "sagemaker_region": settings.region,
         "sagemaker_container_log_level": "20",
+        # torchrun on every run: one rank per GPU on each of the TrainingInstanceCount hosts
+        # chosen at run time (a single-GPU host runs one rank, which costs nothing).
+        "sagemaker_torch_distributed_enabled": "true",
     }
-    if settings.use_torch_distributed:
-        hyperparameters["sagemaker_torch_distributed_enabled"] = "true"
     trainer = ModelTrainer(
-        training_image=image_uris.retrieve(
-            "pytorch",
-            region=settings.region,
-            version=settings.framework_version,
-            py_version=settings.py_version,
-            instance_type=d.training_instance_type,
-            image_scope="training",
+        training_image=image_uri(
+            settings.region,
+            settings.framework_version,
+            settings.py_version,
+            d.training_instance_type,
+            "training",
         ),
         # ModelTrainer looks up anything not shaped like a role ARN in IAM; a CloudFormation
         # placeholder such as ${JobRoleArn} is set on the trainer after construction instead.
@@ -439,7 +460,7 @@ def _define(
             instance_type=training_instance_type,
             instance_count=training_instance_count,
             volume_size_in_gb=100,
-            volume_kms_key_id=kms_key,
+            volume_kms_key_id=training_volume_key,
             enable_managed_spot_training=settings.spot,
         ),
         stopping_condition=StoppingCondition(
@@ -473,14 +494,17 @@ def _define(
                 local_path="/opt/ml/checkpoints",
             )
         )
+    channels = [
+        InputData(channel_name="train", data_source=prepared("train")),
+        InputData(channel_name="validation", data_source=prepared("validation")),
+    ]
+    if isolated_training:
+        channels.append(
+            InputData(channel_name=CODE_CHANNEL, data_source=training_code.uri(settings))
+        )
     train = TrainingStep(
         name=TRAIN,
-        step_args=trainer.train(
-            input_data_config=[
-                InputData(channel_name="train", data_source=prepared("train")),
-                InputData(channel_name="validation", data_source=prepared("validation")),
-            ]
-        ),
+        step_args=trainer.train(input_data_config=channels),
         cache_config=cache,
         retry_policies=job_retries,
     )
@@ -490,7 +514,8 @@ def _define(
     evaluation_report = PropertyFile(
         name=EVALUATION_REPORT, output_name="evaluation", path="evaluation.json"
     )
-    evaluate_args = processor("evaluate").run(
+    # One instance: it judges one model on the whole test split and writes one evaluation.json.
+    evaluate_args = processor("evaluate", instance_count=1).run(
         code="evaluate.py",
         source_dir=processing_code.uri(settings),
         job_name=helpers_prefix,
@@ -611,11 +636,6 @@ def _s3_input(name: str, uri, local_path: str) -> ProcessingInput:
     )
 
 
-# The registered image is the CPU inference image: only CPU instance types can serve it.
-# The deployer's default stays settings.inference_instance_types[0].
-CPU_INFERENCE_INSTANCE_TYPES = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge", "ml.c5.2xlarge")
-
-
 def _register_args(
     settings: Settings, session, *, model_data, approval_status, architecture, evaluation_uri
 ):
@@ -624,13 +644,12 @@ def _register_args(
     ModelBuilder.register() inspects models and images; this request is the whole of what the
     Register step needs and stays offline.
     """
-    image = image_uris.retrieve(
-        "pytorch",
-        region=settings.region,
-        version=settings.framework_version,
-        py_version=settings.py_version,
-        instance_type=settings.inference_instance_types[0],
-        image_scope="inference",
+    image = image_uri(
+        settings.region,
+        settings.framework_version,
+        settings.py_version,
+        settings.inference_instance_types[0],
+        "inference",
     )
     request = {
         "ModelPackageGroupName": settings.model_package_group_name,
@@ -650,7 +669,8 @@ def _register_args(
             ],
             "SupportedContentTypes": list(CONTENT_TYPES),
             "SupportedResponseMIMETypes": list(RESPONSE_TYPES),
-            "SupportedRealtimeInferenceInstanceTypes": _cpu_inference_types(settings),
+            # The endpoint's type first; all of one kind, which the image above serves.
+            "SupportedRealtimeInferenceInstanceTypes": list(settings.inference_instance_types),
             "SupportedTransformInstanceTypes": [settings.inference_instance_types[0]],
         },
         "ModelMetrics": _without_empty(
@@ -667,18 +687,6 @@ def _register_args(
     args.caller_name = "create_model_package_from_containers"
     args.create_model_package_request = request
     return args
-
-
-def _cpu_inference_types(settings: Settings) -> list[str]:
-    """The CPU types the image serves on, the deployer's default first when it is one."""
-    first = settings.inference_instance_types[0]
-    types = list(CPU_INFERENCE_INSTANCE_TYPES)
-    if first in types or not first.startswith(_ACCELERATED_PREFIXES):
-        types = [first, *(t for t in types if t != first)]
-    return types
-
-
-_ACCELERATED_PREFIXES = ("ml.g", "ml.p", "ml.inf", "ml.trn")
 
 
 def _without_empty(request: dict) -> dict:

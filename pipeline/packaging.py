@@ -38,6 +38,11 @@ class CodeArchive:
     def uri(self, settings: Settings) -> str:
         return f"s3://{settings.bucket}/{self.key}"
 
+    @property
+    def filename(self) -> str:
+        """`sourcedir.tar.gz`: its name inside an input channel that delivers it."""
+        return self.key.rsplit("/", 1)[-1]
+
 
 def _files(source_dir: Path) -> list[Path]:
     if not source_dir.is_dir():

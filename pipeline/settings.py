@@ -11,25 +11,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from pipeline.instance_types import (
+    PROCESSING_INSTANCE_TYPES,
+    TRAINING_INSTANCE_TYPES,
+    is_accelerated,
+)
 
-# GPUs per instance for the training types we expect; drives the torchrun default.
-GPUS_PER_INSTANCE = {
-    "ml.g4dn.xlarge": 1,
-    "ml.g4dn.2xlarge": 1,
-    "ml.g4dn.12xlarge": 4,
-    "ml.g5.xlarge": 1,
-    "ml.g5.2xlarge": 1,
-    "ml.g5.12xlarge": 4,
-    "ml.g5.48xlarge": 8,
-    "ml.g6.xlarge": 1,
-    "ml.g6.12xlarge": 4,
-    "ml.p3.2xlarge": 1,
-    "ml.p3.8xlarge": 4,
-    "ml.p3.16xlarge": 8,
-    "ml.p4d.24xlarge": 8,
-    "ml.p5.48xlarge": 8,
-}
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -73,12 +61,11 @@ class Settings:
     security_group_ids: tuple[str, ...] = ()
     network_isolation: bool = False
     spot: bool = False
-    # torchrun in the training container: None = on when the default training instance type
-    # has more than one GPU. The instance type parameter can change per execution; this cannot.
-    torch_distributed: bool | None = None
     framework_version: str = "2.6.0"
     py_version: str = "py312"
-    inference_instance_types: tuple[str, ...] = ("ml.m5.large", "ml.m5.xlarge", "ml.g4dn.xlarge")
+    # Where registered versions may serve, the deployer's (the endpoint's) type first: it picks
+    # the inference image (CPU or GPU), and the rest of the list is of the same kind.
+    inference_instance_types: tuple[str, ...] = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
     max_training_seconds: int = 4 * 3600
     max_spot_wait_seconds: int = 8 * 3600
     cache_expire_after: str = "P30D"
@@ -93,16 +80,27 @@ class Settings:
         if bool(self.subnets) != bool(self.security_group_ids):
             raise ValueError("Settings.subnets and Settings.security_group_ids go together")
         object.__setattr__(self, "staging_dir", Path(self.staging_dir))
+        d = self.defaults
+        for name, value, allowed in (
+            ("processing_instance_type", d.processing_instance_type, PROCESSING_INSTANCE_TYPES),
+            ("training_instance_type", d.training_instance_type, TRAINING_INSTANCE_TYPES),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"default {name} {value!r} is not one the pipeline allows: {', '.join(allowed)}"
+                )
+        if not self.inference_instance_types:
+            raise ValueError("Settings.inference_instance_types must not be empty")
+        kinds = {is_accelerated(t) for t in self.inference_instance_types}
+        if len(kinds) != 1:
+            raise ValueError(
+                "Settings.inference_instance_types mixes CPU and accelerated types, which need "
+                f"different inference images: {self.inference_instance_types}"
+            )
 
     @property
     def jobs_role_arn(self) -> str:
         return self.job_role_arn or self.role_arn
-
-    @property
-    def use_torch_distributed(self) -> bool:
-        if self.torch_distributed is not None:
-            return self.torch_distributed
-        return GPUS_PER_INSTANCE.get(self.defaults.training_instance_type, 1) > 1
 
     def s3_uri(self, *parts: str) -> str:
         """s3://bucket/prefix/parts..."""

@@ -24,7 +24,9 @@ from typing import Any
 import checkpointing
 import cpu_allocator
 import distributed
+import memory_fit
 import numpy as np
+import precision
 import torch
 from augment import augment_batch
 from curves import write_curves
@@ -116,13 +118,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, fp16 (with a GradScaler) on older GPUs, none on CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.01):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -139,7 +134,7 @@ class Trainer:
         self.train_data = load_split(args.train).to(self.device)
         self.val_data = load_split(args.validation).to(self.device)
         self.image_size = args.image_size or self.train_data.image_size
-        self.amp_dtype = autocast_dtype(self.device)
+        self.amp_dtype = precision.autocast_dtype(self.device)
         self.channels_last = True  # faster convolutions on GPUs and on CPUs alike
 
         seed_everything(args.seed)
@@ -173,9 +168,7 @@ class Trainer:
                 args.epochs * self.steps_per_epoch, int(args.warmup_epochs * self.steps_per_epoch)
             ),
         )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda"
-        )
+        self.scaler = precision.grad_scaler(self.amp_dtype)  # its state is checkpointed
         self.history: list[dict[str, Any]] = []
         self.best_score: tuple[float, float] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -223,7 +216,8 @@ class Trainer:
                 loss = self.criterion(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
+            # Gradient clipping, if ever added, goes here after self.scaler.unscale_(optimizer).
+            self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
             self.scaler.update()
             self.scheduler.step()
             n = len(labels)
@@ -384,6 +378,18 @@ class Trainer:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before anything loads or joins a process group: a split that cannot fit fails now, not
+    # at the OOM killer's hands minutes in. torchrun starts LOCAL_WORLD_SIZE ranks per host.
+    try:
+        memory_fit.check_fits(
+            args.train,
+            args.validation,
+            ranks_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+            available=memory_fit.available_bytes(),
+        )
+    except memory_fit.InsufficientMemory as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     ctx = distributed.setup()
     if ctx.device.type == "cpu":
         cpu_allocator.keep_freed_memory()

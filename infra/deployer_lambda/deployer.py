@@ -1,12 +1,18 @@
-"""Deploy an approved model package to the endpoint; roll back when the live one is rejected.
+"""Keep the endpoint on the newest Approved model package: a reconciler.
 
 Runs as a Lambda (`handler`, boto3 clients) and anywhere else through `handle(event, clients,
 config)`, where `clients.sagemaker` may be the local runner's stand-in. The SageMaker methods
 called here are exactly those ARCHITECTURE.md "Deployer" lists; keep the two in step.
 
-Everything is derived from the package: the model and endpoint config are named after the
-endpoint and the package version (plus a short hash of the package ARN), so deploying the
-live version again finds them in place and changes nothing.
+Every event (the pipeline's Deploy step, a package's approval or rejection, an endpoint state
+change, the periodic schedule) runs the same reconcile: re-read the registry and the endpoint,
+derive the desired version (the newest Approved one of the group that has not failed its
+rollout on this endpoint) and move the endpoint one step toward it. A busy endpoint is not an
+error: its next state-change event, or the schedule, reconciles again. So nothing that only
+has to wait is ever raised (Lambda's two async retries would drop it into the DLQ).
+
+The model and endpoint config are named after the endpoint and the package version (plus a
+short hash of the package ARN), so deploying the live version again finds them in place.
 """
 
 from __future__ import annotations
@@ -19,26 +25,40 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 LOG = logging.getLogger("bincount.deployer")
 
+# On the models and endpoint configs the deployer creates: the package they were made from.
 PACKAGE_TAG = "bincount:model-package-arn"
+# On the endpoint: "<config it replaced>/<config it was updated to>", written after each
+# UpdateEndpoint the deployer started. An endpoint that settles back on the first one was
+# rolled back (by the alarms, or because the update failed).
+ROLLOUT_TAG = "bincount:rollout"
+# A CustomerMetadataProperties key on a package version whose rollout to <endpoint> failed.
+# Versioned model packages cannot be tagged (they carry their group's tags), hence metadata.
+ROLLOUT_FAILED_PREFIX = "bincount:rollout-failed:"
 VARIANT = "AllTraffic"
-STATE_CHANGE = "SageMaker Model Package State Change"
+PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
+STATE_CHANGE = PACKAGE_STATE_CHANGE  # the name other modules use
 ENDPOINT_STATE_CHANGE = "SageMaker Endpoint State Change"
-BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
-# States no update can leave: the endpoint has to be deleted by hand.
-BROKEN = {"Failed", "OutOfService"}
+SCHEDULED_EVENT = "Scheduled Event"
+# Statuses that pass on their own: the endpoint's next state-change event reconciles again.
+BUSY = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting"}
+# Statuses no update of ours can leave: a person has to act (see _broken_message).
+BROKEN = {"Failed", "OutOfService", "UpdateRollbackFailed"}
+# The Deploy step is a synchronous pipeline Lambda step, cut at 10 minutes.
+MAX_WAIT_SECONDS = 300
 _NAME_OK = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-# Instance types with local NVMe storage refuse a KMS key for the endpoint's storage volume.
-_NVME_FAMILIES = {"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "inf2", "trn1", "trn1n"}
+_GROUP_OK = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_CREATED_NAME = re.compile(r"(?P<prefix>.+)-v(?P<version>\d+)-[0-9a-f]{8}")
 
 
 class DeployError(RuntimeError):
-    """The deployment could not be done; the message says why."""
+    """The deployment could not be done; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,7 @@ class Clients:
     sagemaker: Any
     autoscaling: Any
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
 
 
 @dataclass(frozen=True)
@@ -55,9 +76,14 @@ class Config:
     endpoint_name: str
     model_role_arn: str
     data_capture_uri: str
+    # The model package group whose newest Approved version the endpoint serves.
+    model_package_group: str
     instance_type: str = "ml.m5.large"
     instance_count: int = 1
+    # Data capture's key; the storage volume's key is separate: the stack leaves it empty for
+    # instance types with NVMe instance storage, which refuse one (pipeline/instance_types.py).
     kms_key_arn: str = ""
+    volume_kms_key_arn: str = ""
     alarm_names: tuple[str, ...] = ()
     min_capacity: int = 1
     max_capacity: int = 2
@@ -68,13 +94,17 @@ class Config:
     subnets: tuple[str, ...] = ()
     security_group_ids: tuple[str, ...] = ()
     network_isolation: bool = False
-    # How long one call waits for the endpoint to come into service (0: do not wait).
-    wait_seconds: int = 0
+    # How long a Deploy step waits for the endpoint to settle (events finish the rest).
+    wait_seconds: int = 60
     poll_seconds: int = 20
+    # How long a stack deletion waits for the endpoint to be gone.
+    teardown_seconds: int = 600
 
     def __post_init__(self) -> None:
         if not _NAME_OK.match(self.endpoint_name or ""):
             raise ValueError(f"invalid endpoint name {self.endpoint_name!r}")
+        if not _GROUP_OK.match(self.model_package_group or ""):
+            raise ValueError(f"invalid model package group name {self.model_package_group!r}")
         if not self.model_role_arn.startswith("arn:"):
             raise ValueError(f"model_role_arn must be an IAM role ARN: {self.model_role_arn!r}")
         if not self.data_capture_uri.startswith("s3://"):
@@ -86,6 +116,16 @@ class Config:
             )
         if self.instance_count < 1:
             raise ValueError(f"instance_count must be at least 1, got {self.instance_count}")
+        if not 0 <= self.wait_seconds <= MAX_WAIT_SECONDS:
+            raise ValueError(
+                f"wait_seconds must be 0..{MAX_WAIT_SECONDS} (the Deploy step is cut at 10 "
+                f"minutes; endpoint events finish the rollout), got {self.wait_seconds}"
+            )
+        if self.poll_seconds <= 0 or self.teardown_seconds <= 0:
+            raise ValueError(
+                f"poll_seconds and teardown_seconds must be positive, got {self.poll_seconds}, "
+                f"{self.teardown_seconds}"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -109,9 +149,11 @@ class Config:
             endpoint_name=need("ENDPOINT_NAME"),
             model_role_arn=need("MODEL_ROLE_ARN"),
             data_capture_uri=need("DATA_CAPTURE_URI"),
+            model_package_group=need("MODEL_PACKAGE_GROUP"),
             instance_type=env.get("INSTANCE_TYPE") or "ml.m5.large",
             instance_count=number("INSTANCE_COUNT", 1),
             kms_key_arn=env.get("KMS_KEY_ARN", ""),
+            volume_kms_key_arn=env.get("VOLUME_KMS_KEY_ARN", ""),
             alarm_names=listed("ALARM_NAMES"),
             min_capacity=number("MIN_CAPACITY", 1),
             max_capacity=number("MAX_CAPACITY", 2),
@@ -122,8 +164,9 @@ class Config:
             subnets=listed("SUBNETS"),
             security_group_ids=listed("SECURITY_GROUP_IDS"),
             network_isolation=env.get("NETWORK_ISOLATION", "false").lower() == "true",
-            wait_seconds=number("WAIT_SECONDS", 0),
+            wait_seconds=number("WAIT_SECONDS", 60),
             poll_seconds=number("POLL_SECONDS", 20),
+            teardown_seconds=number("TEARDOWN_SECONDS", 600),
         )
 
 
@@ -138,140 +181,374 @@ def handler(event: dict, context: object) -> dict:
     return handle(event, clients, Config.from_env(os.environ))
 
 
-def handle(event: dict, clients: Clients, config: Config) -> dict:
-    """Route one event: a pipeline Deploy step, an EventBridge package state change, or the
-    endpoint coming into service (which finishes autoscaling a slow creation)."""
-    if event.get("detail-type") == ENDPOINT_STATE_CHANGE:
-        detail = event.get("detail") or {}
-        return _log(finish(detail.get("EndpointName", ""), clients, config))
-    if event.get("detail-type") == STATE_CHANGE:
-        detail = event.get("detail") or {}
-        arn = detail.get("ModelPackageArn") or next(iter(event.get("resources") or []), "")
-        status = detail.get("ModelApprovalStatus", "")
-        if not arn:
-            raise ValueError(f"state change event names no model package: {json.dumps(event)}")
-        if status == "Rejected":
-            return _log(rollback(arn, config.endpoint_name, clients, config))
-        return _log(deploy(arn, config.endpoint_name, clients, config))
-    if "model_package_arn" in event:
-        endpoint = event.get("endpoint_name") or config.endpoint_name
-        if endpoint != config.endpoint_name:
-            # Its permissions, alarms and autoscaling cover that one endpoint: refuse before
-            # anything is created rather than fail half-way with AccessDenied.
-            raise DeployError(
-                f"this deployer manages endpoint {config.endpoint_name!r} only, not {endpoint!r}; "
-                f"set the pipeline's EndpointName parameter to {config.endpoint_name!r}"
+# -- events -------------------------------------------------------------------------------------
+
+
+def handle(event: Mapping[str, Any], clients: Clients, config: Config) -> dict:
+    """Route one event: the pipeline's Deploy step, an EventBridge package or endpoint state
+    change, the periodic schedule, or CloudFormation's custom resource (stack deletion)."""
+    if not isinstance(event, Mapping):
+        raise ValueError(f"unsupported event: expected a JSON object, got {type(event).__name__}")
+    if "RequestType" in event:
+        return on_custom_resource(event, clients, config)
+    if "detail-type" in event:
+        kind = event["detail-type"]
+        detail = event.get("detail", {})
+        if not isinstance(detail, Mapping):
+            raise ValueError(
+                f"unsupported {kind!r} event: 'detail' must be an object, got "
+                f"{type(detail).__name__}"
             )
-        return _log(deploy(event["model_package_arn"], endpoint, clients, config))
+        if kind == PACKAGE_STATE_CHANGE:
+            return _log(on_package_change(event, detail, clients, config))
+        if kind == ENDPOINT_STATE_CHANGE:
+            return _log(on_endpoint_change(detail, clients, config))
+        if kind == SCHEDULED_EVENT and event.get("source") == "aws.events":
+            return _log(reconcile(clients, config))
+        raise ValueError(
+            f"unsupported EventBridge event {kind!r} from {event.get('source')!r}: expected "
+            f"{PACKAGE_STATE_CHANGE!r}, {ENDPOINT_STATE_CHANGE!r} or an aws.events "
+            f"{SCHEDULED_EVENT!r}"
+        )
+    if "model_package_arn" in event:
+        return _log(on_deploy_step(event, clients, config))
     raise ValueError(
-        "unsupported event: expected {'model_package_arn', 'endpoint_name'} or an EventBridge "
-        f"'{STATE_CHANGE}', got keys {sorted(event)}"
+        "unsupported event: expected {'model_package_arn', 'endpoint_name'}, an EventBridge "
+        f"{PACKAGE_STATE_CHANGE!r}, {ENDPOINT_STATE_CHANGE!r} or {SCHEDULED_EVENT!r}, or a "
+        f"CloudFormation custom resource request; got keys {sorted(map(str, event))}"
     )
 
 
-def deploy(
-    package_arn: str, endpoint: str, clients: Clients, config: Config, *, rollback: bool = False
-) -> dict:
-    """Put an Approved package behind the endpoint; anything else is a logged no-op.
-
-    `rollback`: shift all at once and without the alarm rollback (the alarms that made the
-    version go are likely still in ALARM and would undo the rollback itself)."""
-    sm = clients.sagemaker
-    package = sm.describe_model_package(ModelPackageName=package_arn)
-    package_arn = package["ModelPackageArn"]
-    result = {"endpoint_name": endpoint, "model_package_arn": package_arn}
-    approval = package.get("ModelApprovalStatus", "")
-    if approval != "Approved":
-        return {
-            **result,
-            "status": "skipped",
-            "reason": f"model package is {approval}, not Approved",
-        }
-
-    config_name = _ensure_endpoint_config(package, endpoint, clients, config)
-    live = _describe_endpoint(sm, endpoint)
-    if live is not None and live["EndpointStatus"] in BROKEN:
+def on_deploy_step(event: Mapping[str, Any], clients: Clients, config: Config) -> dict:
+    """The pipeline's Deploy step: its package, if Approved, is what the registry now wants
+    (or an even newer one is); start moving the endpoint and return within `wait_seconds`."""
+    arn = _text(event, "model_package_arn", "Deploy step event")
+    endpoint = event.get("endpoint_name") or config.endpoint_name
+    if endpoint != config.endpoint_name:
+        # Its permissions, alarms and autoscaling cover that one endpoint: refuse before
+        # anything is called rather than fail half-way with AccessDenied.
         raise DeployError(
-            f"endpoint {endpoint} is {live['EndpointStatus']}"
-            f" ({live.get('FailureReason') or 'no failure reason given'}); no update can recover "
-            f"it: delete it (aws sagemaker delete-endpoint --endpoint-name {endpoint}) and "
-            f"deploy {package_arn} again"
+            f"this deployer manages endpoint {config.endpoint_name!r} only, not {endpoint!r}; "
+            f"set the pipeline's EndpointName parameter to {config.endpoint_name!r}"
         )
+    package = clients.sagemaker.describe_model_package(ModelPackageName=arn)
+    _check_group(package, config)
+    if package.get("ModelApprovalStatus") != "Approved":
+        _clear_rollout_failed(package, clients, config)
+        return {
+            "endpoint_name": endpoint,
+            "model_package_arn": package["ModelPackageArn"],
+            "status": "skipped",
+            "reason": f"model package is {package.get('ModelApprovalStatus')}, not Approved",
+        }
+    outcome = reconcile(clients, config, wait_seconds=config.wait_seconds)
+    return {**outcome, "requested_model_package_arn": package["ModelPackageArn"]}
+
+
+def on_package_change(
+    event: Mapping[str, Any], detail: Mapping[str, Any], clients: Clients, config: Config
+) -> dict:
+    """Any change of a version of the group (approval, rejection, an edit): reconcile. The
+    status is re-read from the registry, never taken from the event (events repeat and come
+    late: a stale Rejected must not undo a later re-approval)."""
+    resources = event.get("resources") or []
+    if not isinstance(resources, list):
+        raise ValueError(f"unsupported {PACKAGE_STATE_CHANGE!r} event: 'resources' is not a list")
+    arn = detail.get("ModelPackageArn") or next(iter(resources), "")
+    if not isinstance(arn, str) or not arn:
+        raise ValueError(
+            f"{PACKAGE_STATE_CHANGE!r} event names no model package: {json.dumps(event)[:500]}"
+        )
+    group = detail.get("ModelPackageGroupName")
+    if group is not None and group != config.model_package_group:
+        raise DeployError(_other_group(arn, group, config))
+    package = _describe_package(clients.sagemaker, arn)
+    if package is not None:
+        _check_group(package, config)
+        if package.get("ModelApprovalStatus") != "Approved":
+            _clear_rollout_failed(package, clients, config)
+    return {**reconcile(clients, config), "event_model_package_arn": arn}
+
+
+def on_endpoint_change(detail: Mapping[str, Any], clients: Clients, config: Config) -> dict:
+    """The endpoint changed state (IN_SERVICE, FAILED, UPDATE_ROLLBACK_FAILED, ...): its
+    status is re-read (DescribeEndpoint spells it InService, the event IN_SERVICE)."""
+    name = detail.get("EndpointName")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{ENDPOINT_STATE_CHANGE!r} event names no EndpointName")
+    if name != config.endpoint_name:
+        return {
+            "endpoint_name": name,
+            "status": "skipped",
+            "reason": "not this deployer's endpoint",
+        }
+    return reconcile(clients, config)
+
+
+def on_custom_resource(event: Mapping[str, Any], clients: Clients, config: Config) -> dict:
+    """CloudFormation, through the CDK Provider framework's onEvent: only Delete acts."""
+    request = event.get("RequestType")
+    if request not in {"Create", "Update", "Delete"}:
+        raise ValueError(f"unsupported custom resource RequestType {request!r}")
+    properties = event.get("ResourceProperties") or {}
+    if not isinstance(properties, Mapping):
+        raise ValueError("custom resource 'ResourceProperties' must be an object")
+    named = properties.get("EndpointName")
+    if named is not None and named != config.endpoint_name:
+        raise DeployError(
+            f"this deployer manages endpoint {config.endpoint_name!r} only, not {named!r}"
+        )
+    physical_id = f"{config.endpoint_name}-deployer"
+    if request == "Delete":
+        summary = teardown(clients, config)
+        _log(summary)
+        return {"PhysicalResourceId": event.get("PhysicalResourceId") or physical_id}
+    return {"PhysicalResourceId": physical_id}
+
+
+# -- reconcile ----------------------------------------------------------------------------------
+
+
+def reconcile(clients: Clients, config: Config, *, wait_seconds: int = 0) -> dict:
+    """Move the endpoint one step toward the desired version; returns what it did."""
+    sm = clients.sagemaker
+    endpoint = config.endpoint_name
+    result: dict[str, Any] = {"endpoint_name": endpoint}
+    live = _describe_endpoint(sm, endpoint)
+    if live is not None:
+        status = live["EndpointStatus"]
+        if status in BUSY:
+            busy = {**result, "status": "busy", "endpoint_status": status}
+            busy["endpoint_config_name"] = live.get("EndpointConfigName", "")
+            if _pending_config(live):
+                busy["pending_endpoint_config_name"] = _pending_config(live)
+            return busy
+        if status in BROKEN:
+            raise DeployError(_broken_message(live))
+        failed = _settle_rollout(live, clients, config)
+        if failed:
+            result["rollout_failed_model_package_arn"] = failed
+
+    desired = desired_package(clients, config)
+    live_config = live["EndpointConfigName"] if live else ""
+    if desired is None:
+        live_package = _package_of(live_config, clients) if live else ""
+        return {**result, **_nothing_to_deploy(live_package, clients, config)}
+    desired_arn = desired["ModelPackageArn"]
+    result["model_package_arn"] = desired_arn
+    name = resource_name(endpoint, desired)
+    result["endpoint_config_name"] = name
+    if live is not None and live_config == name:
+        _autoscale(clients, config)
+        return {**result, "status": "unchanged"}
+
+    _ensure_endpoint_config(desired, endpoint, clients, config)
     if live is None:
         created = _create_once(
             sm.create_endpoint,
             EndpointName=endpoint,
-            EndpointConfigName=config_name,
-            Tags=[{"Key": PACKAGE_TAG, "Value": package_arn}],
+            EndpointConfigName=name,
+            Tags=[{"Key": PACKAGE_TAG, "Value": desired_arn}],
         )
         if not created:
-            # A concurrent call (the Deploy step and the approval rule) created it first.
-            live = _describe_endpoint(sm, endpoint) or {}
-            if config_name not in {live.get("EndpointConfigName"), _pending_config(live)}:
-                raise DeployError(
-                    f"endpoint {endpoint} was just created with {live.get('EndpointConfigName')} "
-                    f"by a concurrent deployment; deploy {package_arn} again once it is InService"
-                )
-        action = "created"
-    elif live["EndpointConfigName"] == config_name and live["EndpointStatus"] not in BUSY:
-        _autoscale(endpoint, clients, config)
-        return {**result, "status": "unchanged", "endpoint_config_name": config_name}
-    elif _deploying(live, config_name):
-        # The other of the two callers (the Deploy step, the approval rule) is on it already.
-        return {**result, "status": "in_progress", "endpoint_config_name": config_name}
-    elif live["EndpointStatus"] in BUSY:
-        raise DeployError(
-            f"endpoint {endpoint} is {live['EndpointStatus']}; deploy {package_arn} again "
-            "once it is InService"
-        )
+            # A concurrent call created it first; its state-change events reconcile again.
+            return {**result, "status": "busy", "reason": "created by a concurrent call"}
+        action, done = "created", "deployed"
     else:
+        live_package = _package_of(live_config, clients)
+        replaced = _approval_of(live_package, clients)
+        rollback = replaced != "Approved"
         try:
             sm.update_endpoint(
                 EndpointName=endpoint,
-                EndpointConfigName=config_name,
+                EndpointConfigName=name,
                 DeploymentConfig=_deployment_config(config, rollback=rollback),
             )
         except ClientError as error:
-            # Refused because a concurrent call started this very update a moment ago?
-            if not _deploying(_describe_endpoint(sm, endpoint) or {}, config_name):
-                raise
-            LOG.info(json.dumps({"event": "update_in_progress", "error": str(error)}))
-            return {**result, "status": "in_progress", "endpoint_config_name": config_name}
-        action = "updating"
-    status = _wait(endpoint, config_name, clients, config)
-    if status == "InService":
-        _autoscale(endpoint, clients, config)
-        action = "deployed"
-    return {**result, "status": action, "endpoint_config_name": config_name}
-
-
-def rollback(rejected_arn: str, endpoint: str, clients: Clients, config: Config) -> dict:
-    """If the rejected package serves the endpoint, put the newest other Approved one back."""
-    sm = clients.sagemaker
-    result = {"endpoint_name": endpoint, "model_package_arn": rejected_arn}
-    if pending_package_arn(endpoint, clients) == rejected_arn:
-        # Still rolling out: roll back once it settles (the event is retried on this error).
-        raise DeployError(
-            f"rejected package {rejected_arn} is still being deployed to {endpoint}; "
-            "roll back once the update settles"
+            now = _describe_endpoint(sm, endpoint)
+            if now is not None and now["EndpointStatus"] in BUSY:
+                # A concurrent call started an update a moment ago: not ours to finish.
+                LOG.info(json.dumps({"event": "update_refused_busy", "error": str(error)}))
+                return {**result, "status": "busy", "endpoint_status": now["EndpointStatus"]}
+            raise
+        # Written once the update is under way, never before: a refused update must not
+        # leave a record that would later read as a rollback.
+        sm.add_tags(
+            ResourceArn=live["EndpointArn"],
+            Tags=[{"Key": ROLLOUT_TAG, "Value": f"{live_config}/{name}"}],
         )
-    live_arn = live_package_arn(endpoint, clients)
-    if live_arn != rejected_arn:
-        reason = f"rejected package is not live (live: {live_arn or 'no endpoint'})"
-        return {**result, "status": "skipped", "reason": reason}
-    group = sm.describe_model_package(ModelPackageName=rejected_arn)["ModelPackageGroupName"]
-    listing = sm.list_model_packages(
-        ModelPackageGroupName=group,
-        ModelApprovalStatus="Approved",
-        SortBy="CreationTime",
-        SortOrder="Descending",
+        if rollback:
+            result["replaced_model_package_arn"] = live_package
+            result["replaced_approval_status"] = replaced
+            action, done = "rolling_back", "rolled_back"
+        else:
+            action, done = "updating", "deployed"
+    settled = _wait(endpoint, clients, config, wait_seconds)
+    if settled is None:
+        return {**result, "status": action}
+    if settled["EndpointStatus"] in BROKEN:
+        raise DeployError(_broken_message(settled))
+    if settled["EndpointConfigName"] == name:
+        _autoscale(clients, config)
+        return {**result, "status": done}
+    # Settled elsewhere: rolled back. One more pass marks it and moves on (without waiting).
+    return {**reconcile(clients, config), "attempted_model_package_arn": desired_arn}
+
+
+def desired_package(clients: Clients, config: Config) -> dict | None:
+    """The newest Approved version of the group that has not failed its rollout here."""
+    sm = clients.sagemaker
+    summaries: list[dict] = []
+    request: dict[str, Any] = {
+        "ModelPackageGroupName": config.model_package_group,
+        "ModelApprovalStatus": "Approved",
+        "SortBy": "CreationTime",
+        "SortOrder": "Descending",
+        "MaxResults": 100,
+    }
+    while True:
+        page = sm.list_model_packages(**request)
+        summaries += page.get("ModelPackageSummaryList", [])
+        if not page.get("NextToken"):
+            break
+        request["NextToken"] = page["NextToken"]
+    summaries.sort(key=lambda s: (s["CreationTime"], s.get("ModelPackageVersion", 0)), reverse=True)
+    for summary in summaries:
+        package = sm.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        # Re-read: the listing and the version may disagree for a moment.
+        if package.get("ModelApprovalStatus") != "Approved":
+            continue
+        if _rollout_failed_key(config) in (package.get("CustomerMetadataProperties") or {}):
+            continue
+        return package
+    return None
+
+
+def _nothing_to_deploy(live_package: str, clients: Clients, config: Config) -> dict:
+    group = config.model_package_group
+    if not live_package:
+        LOG.warning(json.dumps({"event": "no_approved_version", "group": group}))
+        return {
+            "status": "no_approved_version",
+            "reason": f"no Approved version in {group} that has not failed its rollout here",
+        }
+    approval = _approval_of(live_package, clients)
+    if approval == "Approved":
+        # Every Approved version failed its rollout here except, possibly, the live one.
+        return {"status": "unchanged", "model_package_arn": live_package}
+    # Rejecting the only Approved version keeps it serving (deleting the endpoint would turn
+    # a review decision into an outage), loudly, every time this runs, until a person acts.
+    reason = (
+        f"the live version {live_package} is {approval} and {group} has no other Approved "
+        f"version: the endpoint keeps serving it. Approve another version, or delete the "
+        f"endpoint (aws sagemaker delete-endpoint --endpoint-name {config.endpoint_name}) "
+        f"to stop serving"
     )
-    for summary in listing.get("ModelPackageSummaryList", []):
-        if summary["ModelPackageArn"] != rejected_arn:
-            outcome = deploy(summary["ModelPackageArn"], endpoint, clients, config, rollback=True)
-            return {**outcome, "status": "rolled_back", "rejected_model_package_arn": rejected_arn}
-    LOG.error(json.dumps({"event": "no_fallback", "endpoint": endpoint, "rejected": rejected_arn}))
-    return {**result, "status": "no_fallback", "reason": f"no other Approved package in {group}"}
+    LOG.error(json.dumps({"event": "serving_unapproved", "reason": reason}))
+    return {"status": "serving_unapproved", "model_package_arn": live_package, "reason": reason}
+
+
+def _settle_rollout(live: Mapping[str, Any], clients: Clients, config: Config) -> str:
+    """If the endpoint settled back on the config its last update replaced, that update was
+    rolled back: mark its package as failed here. Returns the marked package's ARN or ''."""
+    sm = clients.sagemaker
+    tags = sm.list_tags(ResourceArn=live["EndpointArn"]).get("Tags", [])
+    record = next((t["Value"] for t in tags if t["Key"] == ROLLOUT_TAG), "")
+    replaced, _, target = record.partition("/")
+    if not target or target == replaced or live["EndpointConfigName"] != replaced:
+        return ""
+    package_arn = _package_of(target, clients)
+    package = _describe_package(sm, package_arn) if package_arn else None
+    if package is not None and package.get("ModelPackageGroupName") == config.model_package_group:
+        key = _rollout_failed_key(config)
+        if key not in (package.get("CustomerMetadataProperties") or {}):
+            sm.update_model_package(
+                ModelPackageArn=package_arn,
+                CustomerMetadataProperties={key: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+            )
+    LOG.error(
+        json.dumps(
+            {
+                "event": "rollout_failed",
+                "endpoint": config.endpoint_name,
+                "model_package_arn": package_arn,
+                "endpoint_config_name": target,
+                "failure_reason": live.get("FailureReason", ""),
+                "remedy": "the version is not deployed here again; to retry it, reject it and "
+                "approve it again once the deployer has seen the rejection",
+            }
+        )
+    )
+    sm.add_tags(
+        ResourceArn=live["EndpointArn"], Tags=[{"Key": ROLLOUT_TAG, "Value": f"{replaced}/"}]
+    )
+    return package_arn
+
+
+def _clear_rollout_failed(package: Mapping[str, Any], clients: Clients, config: Config) -> None:
+    """A version seen not Approved loses its failed-rollout mark here, so that approving it
+    again retries it. An Approved event alone never clears it: events repeat, and marking
+    itself is an edit that emits one."""
+    key = _rollout_failed_key(config)
+    if key in (package.get("CustomerMetadataProperties") or {}):
+        clients.sagemaker.update_model_package(
+            ModelPackageArn=package["ModelPackageArn"], CustomerMetadataPropertiesToRemove=[key]
+        )
+        LOG.info(json.dumps({"event": "rollout_mark_cleared", "arn": package["ModelPackageArn"]}))
+
+
+def _rollout_failed_key(config: Config) -> str:
+    return f"{ROLLOUT_FAILED_PREFIX}{config.endpoint_name}"
+
+
+def _wait(endpoint: str, clients: Clients, config: Config, wait_seconds: int) -> dict | None:
+    """The endpoint once it has settled, or None when `wait_seconds` ran out first."""
+    deadline = clients.clock() + wait_seconds
+    while True:
+        live = _describe_endpoint(clients.sagemaker, endpoint)
+        if live is None:
+            return None
+        if live["EndpointStatus"] not in BUSY:
+            return live
+        left = deadline - clients.clock()
+        if left <= 0:
+            return None
+        clients.sleep(float(min(config.poll_seconds, left)))
+
+
+def _broken_message(live: Mapping[str, Any]) -> str:
+    name, status = live["EndpointName"], live["EndpointStatus"]
+    reason = live.get("FailureReason") or "no failure reason given"
+    if status == "UpdateRollbackFailed":
+        remedy = (
+            "it serves a mix of the old and new configs; update it by hand to a known-good "
+            f"config (aws sagemaker update-endpoint --endpoint-name {name} "
+            f"--endpoint-config-name <config>) or delete it "
+            f"(aws sagemaker delete-endpoint --endpoint-name {name}); the deployer then "
+            "reconciles again"
+        )
+    else:
+        remedy = (
+            f"no update can recover it: delete it (aws sagemaker delete-endpoint "
+            f"--endpoint-name {name}) and the deployer creates it again"
+        )
+    return f"endpoint {name} is {status} ({reason}); {remedy}"
+
+
+def _check_group(package: Mapping[str, Any], config: Config) -> None:
+    group = package.get("ModelPackageGroupName", "")
+    if group != config.model_package_group:
+        raise DeployError(_other_group(package["ModelPackageArn"], group, config))
+
+
+def _other_group(arn: str, group: str, config: Config) -> str:
+    return (
+        f"model package {arn} belongs to group {group!r}; this deployer serves endpoint "
+        f"{config.endpoint_name!r} from group {config.model_package_group!r} only"
+    )
+
+
+# -- what the endpoint runs ---------------------------------------------------------------------
 
 
 def live_package_arn(endpoint: str, clients: Clients) -> str:
@@ -282,31 +559,36 @@ def live_package_arn(endpoint: str, clients: Clients) -> str:
     return _package_of(live["EndpointConfigName"], clients)
 
 
-def pending_package_arn(endpoint: str, clients: Clients) -> str:
-    """The package ARN of the config an update is rolling out; '' when none is."""
-    live = _describe_endpoint(clients.sagemaker, endpoint)
-    pending = _pending_config(live or {})
-    return _package_of(pending, clients) if pending else ""
-
-
-def finish(endpoint: str, clients: Clients, config: Config) -> dict:
-    """The endpoint came into service: set up autoscaling that a slow creation left undone."""
-    result = {"endpoint_name": endpoint}
-    if endpoint != config.endpoint_name:
-        return {**result, "status": "skipped", "reason": "not this deployer's endpoint"}
-    live = _describe_endpoint(clients.sagemaker, endpoint)
-    if live is None or live["EndpointStatus"] != "InService":
-        status = live["EndpointStatus"] if live else "missing"
-        return {**result, "status": "skipped", "reason": f"endpoint is {status}"}
-    _autoscale(endpoint, clients, config)
-    return {**result, "status": "autoscaled", "endpoint_config_name": live["EndpointConfigName"]}
-
-
 def _package_of(endpoint_config_name: str, clients: Clients) -> str:
+    """The package tagged on an endpoint config; '' when the config is gone or untagged."""
     sm = clients.sagemaker
-    endpoint_config = sm.describe_endpoint_config(EndpointConfigName=endpoint_config_name)
+    try:
+        endpoint_config = sm.describe_endpoint_config(EndpointConfigName=endpoint_config_name)
+    except ClientError as error:
+        if _missing(error):
+            return ""
+        raise
     tags = sm.list_tags(ResourceArn=endpoint_config["EndpointConfigArn"]).get("Tags", [])
     return next((t["Value"] for t in tags if t["Key"] == PACKAGE_TAG), "")
+
+
+def _approval_of(package_arn: str, clients: Clients) -> str:
+    """The package's current approval status; 'Unknown' when it cannot be found."""
+    package = _describe_package(clients.sagemaker, package_arn) if package_arn else None
+    return (package or {}).get("ModelApprovalStatus") or "Unknown"
+
+
+def _describe_package(sm: Any, arn: str) -> dict | None:
+    try:
+        return sm.describe_model_package(ModelPackageName=arn)
+    except ClientError as error:
+        err = error.response.get("Error", {})
+        if err.get("Code") == "ValidationException" and "does not exist" in err.get("Message", ""):
+            return None
+        raise
+
+
+# -- what the deployer creates ------------------------------------------------------------------
 
 
 def resource_name(endpoint: str, package: Mapping[str, Any]) -> str:
@@ -316,10 +598,13 @@ def resource_name(endpoint: str, package: Mapping[str, Any]) -> str:
     return f"{endpoint[: 63 - len(suffix)].rstrip('-')}{suffix}"
 
 
-def storage_accepts_kms(instance_type: str) -> bool:
-    """False for instance types whose storage is local NVMe (SageMaker rejects a KMS key)."""
-    family = instance_type.split(".")[1] if instance_type.count(".") == 2 else instance_type
-    return not (family in _NVME_FAMILIES or family.endswith(("d", "dn", "de")))
+def created_for(endpoint: str, name: str) -> bool:
+    """Whether `name` is one `resource_name(endpoint, ...)` can return."""
+    match = _CREATED_NAME.fullmatch(name)
+    if match is None:
+        return False
+    suffix = name[len(match["prefix"]) :]
+    return match["prefix"] == endpoint[: 63 - len(suffix)].rstrip("-")
 
 
 def _ensure_endpoint_config(
@@ -351,8 +636,8 @@ def _ensure_endpoint_config(
         }
         if config.kms_key_arn:
             request["DataCaptureConfig"]["KmsKeyId"] = config.kms_key_arn
-            if storage_accepts_kms(config.instance_type):
-                request["KmsKeyId"] = config.kms_key_arn
+        if config.volume_kms_key_arn:
+            request["KmsKeyId"] = config.volume_kms_key_arn
         _create_once(sm.create_endpoint_config, **request)
     return name
 
@@ -386,7 +671,9 @@ def _model_request(name: str, package: Mapping[str, Any], config: Config) -> dic
 
 
 def _deployment_config(config: Config, *, rollback: bool = False) -> dict:
-    # A canary needs a fleet to split; one instance shifts all at once, and so does a rollback.
+    # A canary needs a fleet to split; one instance shifts all at once, and so does a move
+    # away from a version that is no longer Approved (its alarms may well be firing, and
+    # would roll the move itself back).
     if config.instance_count >= 2 and not rollback:
         routing = {
             "Type": "CANARY",
@@ -408,12 +695,17 @@ def _deployment_config(config: Config, *, rollback: bool = False) -> dict:
     return deployment
 
 
-def _autoscale(endpoint: str, clients: Clients, config: Config) -> None:
-    target = {
+def _scalable_target(endpoint: str) -> dict:
+    return {
         "ServiceNamespace": "sagemaker",
         "ResourceId": f"endpoint/{endpoint}/variant/{VARIANT}",
         "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
     }
+
+
+def _autoscale(clients: Clients, config: Config) -> None:
+    endpoint = config.endpoint_name
+    target = _scalable_target(endpoint)
     clients.autoscaling.register_scalable_target(
         **target, MinCapacity=config.min_capacity, MaxCapacity=config.max_capacity
     )
@@ -432,24 +724,93 @@ def _autoscale(endpoint: str, clients: Clients, config: Config) -> None:
     )
 
 
-def _wait(endpoint: str, config_name: str, clients: Clients, config: Config) -> str:
-    """Poll until the endpoint settles or the wait budget is spent; returns its status."""
-    deadline = time.monotonic() + config.wait_seconds
+# -- teardown -----------------------------------------------------------------------------------
+
+
+def teardown(clients: Clients, config: Config) -> dict:
+    """Remove what the deployer created for its endpoint (stack deletion): the scalable target
+    (its policies go with it), the endpoint, then every endpoint config and model named by
+    `resource_name`. What is already gone is fine. The registry is never touched."""
+    sm, endpoint = clients.sagemaker, config.endpoint_name
+    summary: dict[str, Any] = {"endpoint_name": endpoint, "status": "deleted"}
+    try:
+        clients.autoscaling.deregister_scalable_target(**_scalable_target(endpoint))
+        summary["scalable_target_deregistered"] = True
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "ObjectNotFoundException":
+            raise
+        summary["scalable_target_deregistered"] = False
+    summary["endpoint_deleted"] = _delete_endpoint(clients, config)
+    # Only once the endpoint is gone: a config in use must not be deleted (UpdateEndpoint doc).
+    prefix = endpoint[:42].rstrip("-")
+    configs = _names(sm.list_endpoint_configs, "EndpointConfigs", "EndpointConfigName", prefix)
+    summary["endpoint_configs_deleted"] = [
+        name
+        for name in configs
+        if created_for(endpoint, name)
+        and _delete(sm.delete_endpoint_config, EndpointConfigName=name)
+    ]
+    models = _names(sm.list_models, "Models", "ModelName", prefix)
+    summary["models_deleted"] = [
+        name
+        for name in models
+        if created_for(endpoint, name) and _delete(sm.delete_model, ModelName=name)
+    ]
+    return summary
+
+
+def _delete_endpoint(clients: Clients, config: Config) -> bool:
+    """Delete the endpoint and wait until it is gone; False when there was none."""
+    sm, endpoint = clients.sagemaker, config.endpoint_name
+    deadline = clients.clock() + config.teardown_seconds
+    existed = False
     while True:
-        live = _describe_endpoint(clients.sagemaker, endpoint) or {}
-        status = live.get("EndpointStatus", "")
-        if status == "Failed":
-            raise DeployError(f"endpoint {endpoint} failed: {live.get('FailureReason', '')}")
-        if status not in BUSY:
-            if live.get("EndpointConfigName") != config_name:
-                raise DeployError(
-                    f"endpoint {endpoint} rolled back to {live.get('EndpointConfigName')} "
-                    f"instead of {config_name} (an alarm fired or the update failed)"
-                )
-            return status
-        if time.monotonic() >= deadline:
-            return status
-        clients.sleep(config.poll_seconds)
+        live = _describe_endpoint(sm, endpoint)
+        if live is None:
+            return existed
+        existed = True
+        status = live["EndpointStatus"]
+        if status != "Deleting":
+            try:
+                sm.delete_endpoint(EndpointName=endpoint)
+                continue
+            except ClientError as error:
+                if _missing(error):
+                    return existed
+                # Creating/Updating endpoints refuse deletion until they settle.
+                if error.response.get("Error", {}).get("Code") != "ValidationException" or (
+                    status not in BUSY
+                ):
+                    raise
+        if clients.clock() >= deadline:
+            raise DeployError(
+                f"endpoint {endpoint} is still {status} after {config.teardown_seconds} s; "
+                "delete the stack again once it is gone"
+            )
+        clients.sleep(float(config.poll_seconds))
+
+
+def _names(list_call: Callable[..., dict], key: str, name_key: str, contains: str) -> list[str]:
+    names, request = [], {"NameContains": contains, "MaxResults": 100}
+    while True:
+        page = list_call(**request)
+        names += [item[name_key] for item in page.get(key, [])]
+        if not page.get("NextToken"):
+            return names
+        request["NextToken"] = page["NextToken"]
+
+
+def _delete(delete: Callable[..., Any], **name: str) -> bool:
+    try:
+        delete(**name)
+    except ClientError as error:
+        if _missing(error):
+            return False
+        raise
+    return True
+
+
+# -- SageMaker helpers --------------------------------------------------------------------------
 
 
 def _describe_endpoint(sm: Any, endpoint: str) -> dict | None:
@@ -493,17 +854,17 @@ def _missing(error: ClientError) -> bool:
     )
 
 
-def _deploying(live: Mapping[str, Any], config_name: str) -> bool:
-    """Whether `config_name` is what the endpoint is being created or updated to right now."""
-    if _pending_config(live) == config_name:
-        return True
-    return live.get("EndpointConfigName") == config_name and live.get("EndpointStatus") in BUSY
-
-
 def _pending_config(live: Mapping[str, Any]) -> str:
     return (live.get("PendingDeploymentSummary") or {}).get("EndpointConfigName", "")
 
 
+def _text(event: Mapping[str, Any], key: str, what: str) -> str:
+    value = event.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what}: {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
 def _log(result: dict) -> dict:
-    LOG.info(json.dumps({"event": "deployer_result", **result}, sort_keys=True))
+    LOG.info(json.dumps({"event": "deployer_result", **result}, sort_keys=True, default=str))
     return result

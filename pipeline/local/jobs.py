@@ -370,13 +370,25 @@ class Jobs:
         (base / "output/data").mkdir(parents=True, exist_ok=True)
         (base / "code").mkdir(parents=True, exist_ok=True)
 
-        submit = self.store.path(hyperparameters["sagemaker_submit_directory"])
-        if not submit.is_file():
-            raise JobFailed(
-                f"Training step {step}: code archive "
-                f"{hyperparameters['sagemaker_submit_directory']} is not in the local store "
-                f"({submit})"
-            )
+        submit_uri = hyperparameters["sagemaker_submit_directory"]
+        isolated = bool(args.get("EnableNetworkIsolation"))
+        if submit_uri.startswith("s3://"):
+            if isolated:
+                # As on SageMaker: the toolkit would download it, and the job has no network.
+                raise JobFailed(
+                    f"Training step {step}: EnableNetworkIsolation is on, so the container cannot "
+                    f"download its code from {submit_uri}; deliver it as an input channel"
+                )
+            submit = self.store.path(submit_uri)
+            if not submit.is_file():
+                raise JobFailed(
+                    f"Training step {step}: code archive {submit_uri} is not in the local store "
+                    f"({submit})"
+                )
+        else:
+            # A container path, e.g. /opt/ml/input/data/code/sourcedir.tar.gz: an input channel
+            # delivers it (checked once the channels are copied in, below).
+            submit = container_path(submit_uri, sandbox)
         hyperparameters = rewrite(hyperparameters, sandbox)
         hyperparameters["sagemaker_submit_directory"] = str(submit)
         hyperparameters.pop("sagemaker_s3_output", None)
@@ -404,6 +416,11 @@ class Jobs:
                 "RecordWrapperType": channel.get("RecordWrapperType", "None"),
             }
         write_json(config_dir / "inputdataconfig.json", channels)
+        if not submit.is_file():
+            raise JobFailed(
+                f"Training step {step}: sagemaker_submit_directory {submit_uri} is not delivered "
+                "by any input channel"
+            )
         # The toolkit resolves every host name before it starts: name this machine.
         host = socket.gethostname()
         instance_type = str(resources.get("InstanceType", "local"))

@@ -192,6 +192,8 @@ class Registry:
                 record.setdefault("CustomerMetadataProperties", {}).update(
                     request["CustomerMetadataProperties"]
                 )
+            for key in request.get("CustomerMetadataPropertiesToRemove") or []:
+                record.get("CustomerMetadataProperties", {}).pop(key, None)
             record["LastModifiedTime"] = now().isoformat()
             write_json(path, record)
         return {"ModelPackageArn": arn}

@@ -141,6 +141,64 @@ class LocalSageMakerClient:
             )
         return self._shape(record)
 
+    def _list(self, kind: str, key: str, name_key: str, arn_key: str, kwargs: dict) -> dict:
+        """ListModels / ListEndpointConfigs: NameContains, newest first, paged."""
+        contains = kwargs.get("NameContains") or ""
+        records = [
+            record
+            for name in self.endpoints.names(kind)
+            if contains in name and (record := self.endpoints.get(kind, name)) is not None
+        ]
+        records.sort(key=lambda r: r["CreationTime"], reverse=True)
+        start = int(kwargs.get("NextToken") or 0)
+        size = int(kwargs.get("MaxResults") or 100)
+        page = {
+            key: [
+                {
+                    name_key: r[name_key],
+                    arn_key: r[arn_key],
+                    "CreationTime": as_time(r["CreationTime"]),
+                }
+                for r in records[start : start + size]
+            ]
+        }
+        if start + size < len(records):
+            page["NextToken"] = str(start + size)
+        return page
+
+    def list_models(self, **kwargs: Any) -> dict:
+        return self._list("models", "Models", "ModelName", "ModelArn", kwargs)
+
+    def list_endpoint_configs(self, **kwargs: Any) -> dict:
+        return self._list(
+            "configs", "EndpointConfigs", "EndpointConfigName", "EndpointConfigArn", kwargs
+        )
+
+    def _delete(self, operation: str, kind: str, arn_kind: str, label: str, name: str) -> dict:
+        path = self.endpoints.record_path(kind, name)
+        with locked(path):
+            if not path.exists():
+                arn = self._arn(arn_kind, name)
+                raise client_error(
+                    operation, "ValidationException", f'Could not find {label} "{arn}".'
+                )
+            path.unlink()
+        return {}
+
+    def delete_model(self, **kwargs: Any) -> dict:
+        _required("DeleteModel", kwargs, "ModelName")
+        return self._delete("DeleteModel", "models", "model", "model", kwargs["ModelName"])
+
+    def delete_endpoint_config(self, **kwargs: Any) -> dict:
+        _required("DeleteEndpointConfig", kwargs, "EndpointConfigName")
+        return self._delete(
+            "DeleteEndpointConfig",
+            "configs",
+            "endpoint-config",
+            "endpoint configuration",
+            kwargs["EndpointConfigName"],
+        )
+
     @staticmethod
     def _shape(record: dict) -> dict:
         out = {k: v for k, v in record.items() if k not in {"Tags", "Server"}}
@@ -310,6 +368,35 @@ class LocalAutoscalingClient:
         self._update("targets", kwargs["ResourceId"], kwargs)
         arn = f"arn:aws:application-autoscaling:{REGION}:{ACCOUNT}:scalable-target"
         return {"ScalableTargetARN": f"{arn}/{kwargs['ResourceId']}"}
+
+    def deregister_scalable_target(self, **kwargs: Any) -> dict:
+        """Removes the target and, as on AWS, its scaling policies."""
+        _required(
+            "DeregisterScalableTarget",
+            kwargs,
+            "ServiceNamespace",
+            "ResourceId",
+            "ScalableDimension",
+        )
+        resource = kwargs["ResourceId"]
+        with locked(self.path):
+            data = self.records()
+            if resource not in data["targets"]:
+                raise client_error(
+                    "DeregisterScalableTarget",
+                    "ObjectNotFoundException",
+                    "No scalable target registered for service namespace: "
+                    f"{kwargs['ServiceNamespace']}, resource ID: {resource}, scalable dimension: "
+                    f"{kwargs['ScalableDimension']}",
+                )
+            del data["targets"][resource]
+            data["policies"] = {
+                key: policy
+                for key, policy in data["policies"].items()
+                if policy.get("ResourceId") != resource
+            }
+            write_json(self.path, data)
+        return {}
 
     def put_scaling_policy(self, **kwargs: Any) -> dict:
         _required(

@@ -70,6 +70,7 @@ class Workspace:
             endpoint_name=endpoint_name or self.settings.defaults.endpoint_name,
             model_role_arn=f"arn:aws:iam::{ACCOUNT}:role/bincount-local-model",
             data_capture_uri=self.settings.s3_uri("data-capture"),
+            model_package_group=self.settings.model_package_group_name,
             instance_type=self.settings.inference_instance_types[0],
         )
 

@@ -191,3 +191,18 @@ def test_cli_lists_executions_and_stops_endpoints(ws, first, capsys):
     assert cli.main(["endpoints", "stop", ENDPOINT]) == 0
     assert "stopped" in capsys.readouterr().out
     assert not ws.sagemaker.endpoints.is_running(ws.sagemaker.endpoints.get("endpoints", ENDPOINT))
+
+
+def test_a_network_isolated_definition_runs_locally(ws, tmp_path_factory):
+    """VPC mode's definition: Train has no network, so its code arrives as the `code` channel;
+    the local runner refuses what SageMaker would (a download from S3) and runs this one."""
+    isolated = Workspace(tmp_path_factory.mktemp("isolated-home"))
+    isolated.settings = isolated.settings.replace(network_isolation=True)
+    definition = isolated.definition()
+    train = next(s for s in json.loads(definition)["Steps"] if s["Name"] == "Train")
+    assert train["Arguments"]["EnableNetworkIsolation"] is True
+    record = isolated.runner(echo=lambda line: None).run(
+        definition, params(ws, ModelApprovalStatus="PendingManualApproval")
+    )
+    assert record["PipelineExecutionStatus"] == "Succeeded"
+    assert steps(record)["Train"]["StepStatus"] == "Succeeded"

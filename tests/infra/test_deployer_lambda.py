@@ -1,7 +1,8 @@
 """The deployer against moto's SageMaker and Application Auto Scaling.
 
 moto has no UpdateEndpoint, so exactly that one call is stood in for: it records the request
-and switches moto's endpoint to the new config, as a finished blue/green update would.
+and switches moto's endpoint to the new config, as a finished blue/green update would. The
+asynchronous sequences (busy endpoints, alarm rollbacks) are in test_deployer_reconcile.py.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from infra.deployer_lambda.deployer import (
     Clients,
     Config,
     DeployError,
+    created_for,
     handle,
     live_package_arn,
     resource_name,
-    storage_accepts_kms,
 )
 
 REGION = "us-east-1"
@@ -84,8 +85,11 @@ def config():
         model_role_arn=f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/bincount-jobs",
         data_capture_uri="s3://bincount-data/data-capture/bincount-dev",
         kms_key_arn=f"arn:aws:kms:{REGION}:{DEFAULT_ACCOUNT_ID}:key/1234",
+        volume_kms_key_arn=f"arn:aws:kms:{REGION}:{DEFAULT_ACCOUNT_ID}:key/1234",
+        model_package_group=GROUP,
         alarm_names=("bincount-dev-5xx", "bincount-dev-latency"),
         instance_count=2,
+        wait_seconds=0,
     )
 
 
@@ -135,6 +139,7 @@ def test_first_approved_version_creates_model_config_and_endpoint(aws, clients, 
     assert result == {
         "endpoint_name": ENDPOINT,
         "model_package_arn": arn,
+        "requested_model_package_arn": arn,
         "status": "deployed",
         "endpoint_config_name": name,
     }
@@ -148,7 +153,7 @@ def test_first_approved_version_creates_model_config_and_endpoint(aws, clients, 
     capture = endpoint_config["DataCaptureConfig"]
     assert capture["DestinationS3Uri"] == config.data_capture_uri
     assert capture["KmsKeyId"] == config.kms_key_arn
-    assert endpoint_config["KmsKeyId"] == config.kms_key_arn  # ml.m5.large takes a key
+    assert endpoint_config["KmsKeyId"] == config.volume_kms_key_arn
     assert endpoint_config["ProductionVariants"][0]["InitialInstanceCount"] == 2
     assert sm.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == name
     assert live_package_arn(ENDPOINT, clients) == arn
@@ -230,7 +235,8 @@ def test_rejecting_the_live_version_rolls_back_to_the_newest_other_approved(
 
     assert result["status"] == "rolled_back"
     assert result["model_package_arn"] == newer
-    assert result["rejected_model_package_arn"] == live
+    assert result["replaced_model_package_arn"] == live
+    assert result["replaced_approval_status"] == "Rejected"
     assert live_package_arn(ENDPOINT, clients) == newer
 
 
@@ -243,7 +249,7 @@ def test_rejecting_a_version_that_is_not_live_changes_nothing(aws, sagemaker, cl
 
     result = handle(state_change(other, "Rejected"), clients, config)
 
-    assert result["status"] == "skipped"
+    assert result["status"] == "unchanged"
     assert sagemaker.created() == [] and sagemaker.updates == []
     assert live_package_arn(ENDPOINT, clients) == live
 
@@ -262,15 +268,21 @@ def test_unknown_events_and_bad_config_say_what_is_wrong(clients, config):
         handle({"hello": "world"}, clients, config)
     with pytest.raises(ValueError, match="ENDPOINT_NAME"):
         Config.from_env({})
+    env = {
+        "ENDPOINT_NAME": "e",
+        "MODEL_ROLE_ARN": "arn:aws:iam::1:role/r",
+        "DATA_CAPTURE_URI": "s3://b/p",
+    }
+    with pytest.raises(ValueError, match="MODEL_PACKAGE_GROUP"):
+        Config.from_env(env)
+    env["MODEL_PACKAGE_GROUP"] = "g"
     with pytest.raises(ValueError, match="MIN_CAPACITY"):
-        Config.from_env(
-            {
-                "ENDPOINT_NAME": "e",
-                "MODEL_ROLE_ARN": "arn:aws:iam::1:role/r",
-                "DATA_CAPTURE_URI": "s3://b/p",
-                "MIN_CAPACITY": "two",
-            }
-        )
+        Config.from_env({**env, "MIN_CAPACITY": "two"})
+    # The Deploy step is cut at 10 minutes: its wait must leave room.
+    with pytest.raises(ValueError, match=r"wait_seconds must be 0\.\.300"):
+        Config.from_env({**env, "WAIT_SECONDS": "600"})
+    with pytest.raises(ValueError, match="invalid model package group"):
+        Config.from_env({**env, "MODEL_PACKAGE_GROUP": "no_underscores"})
 
 
 def test_config_from_lambda_environment():
@@ -279,7 +291,9 @@ def test_config_from_lambda_environment():
             "ENDPOINT_NAME": "bincount",
             "MODEL_ROLE_ARN": "arn:aws:iam::1:role/r",
             "DATA_CAPTURE_URI": "s3://b/data-capture/bincount",
+            "MODEL_PACKAGE_GROUP": "bincount",
             "ALARM_NAMES": "a,b",
+            "TEARDOWN_SECONDS": "300",
             "INSTANCE_COUNT": "3",
             "SUBNETS": "subnet-1,subnet-2",
             "SECURITY_GROUP_IDS": "sg-1",
@@ -290,6 +304,8 @@ def test_config_from_lambda_environment():
     assert config.instance_count == 3
     assert config.subnets == ("subnet-1", "subnet-2")
     assert config.network_isolation is True
+    assert config.model_package_group == "bincount"
+    assert (config.wait_seconds, config.teardown_seconds) == (60, 300)
 
 
 def test_names_are_deterministic_and_fit_sagemaker():
@@ -300,23 +316,39 @@ def test_names_are_deterministic_and_fit_sagemaker():
     assert name == "e" * (63 - len(f"-v7-{digest}")) + f"-v7-{digest}"
     assert len(name) == 63
     assert resource_name("bincount", package) == f"bincount-v7-{digest}"
+    # Teardown finds what it made by name, and only that.
+    assert created_for("e" * 80, name)
+    assert created_for("bincount", f"bincount-v7-{digest}")
+    assert not created_for("bincount", f"bincount-2-v7-{digest}")
+    assert not created_for("bincount", "bincount-v7")
+    assert not created_for("bincount-v2", f"bincount-v2-{digest}")
 
 
-def test_kms_on_endpoint_storage_only_where_the_instance_allows_it():
-    assert storage_accepts_kms("ml.m5.large")
-    assert storage_accepts_kms("ml.c5.xlarge")
-    assert not storage_accepts_kms("ml.g5.xlarge")
-    assert not storage_accepts_kms("ml.g4dn.xlarge")
-    assert not storage_accepts_kms("ml.m5d.large")
+def test_no_volume_key_leaves_the_endpoint_storage_unkeyed():
+    """The stack gives no VOLUME_KMS_KEY_ARN for NVMe instance types (they refuse one); data
+    capture keeps its key."""
+    config = Config.from_env(
+        {
+            "ENDPOINT_NAME": "e",
+            "MODEL_ROLE_ARN": "arn:aws:iam::123456789012:role/m",
+            "DATA_CAPTURE_URI": "s3://b/capture",
+            "MODEL_PACKAGE_GROUP": "g",
+            "INSTANCE_TYPE": "ml.g5.xlarge",
+            "KMS_KEY_ARN": "arn:aws:kms:us-east-1:123456789012:key/k",
+        }
+    )
+    assert config.kms_key_arn and not config.volume_kms_key_arn
 
 
-def test_busy_endpoint_is_refused_clearly(aws, sagemaker, clients, config):
+def test_busy_endpoint_is_not_an_error(aws, sagemaker, clients, config):
     sm = aws[0]
     handle(step_event(register(sm, "Approved")), clients, config)
     backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION]
     backend.endpoints[ENDPOINT].endpoint_status = "Updating"
-    with pytest.raises(DeployError, match="is Updating"):
-        handle(step_event(register(sm, "Approved")), clients, config)
+    sagemaker.calls.clear()
+    result = handle(step_event(register(sm, "Approved")), clients, config)
+    assert (result["status"], result["endpoint_status"]) == ("busy", "Updating")
+    assert sagemaker.created() == [] and sagemaker.updates == []
 
 
 def test_single_instance_shifts_all_at_once(aws, sagemaker, clients, config):
@@ -383,7 +415,7 @@ def test_concurrent_deploy_of_the_same_version_treats_already_existing_as_done(
 
     result = handle(state_change(arn, "Approved"), clients, config)
 
-    assert result["status"] == "deployed"
+    assert result["status"] == "busy"  # the winner's events finish it; no error to retry
     assert live_package_arn(ENDPOINT, Clients(sagemaker=aws[0], autoscaling=aws[1])) == arn
 
 
@@ -445,7 +477,7 @@ def test_failed_endpoint_is_refused_naming_the_reason_and_the_remedy(
     assert aws[1].describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
 
 
-def test_rejecting_a_version_still_rolling_out_is_retried_not_skipped(
+def test_rejecting_a_version_still_rolling_out_waits_for_the_endpoint_without_raising(
     aws, sagemaker, clients, config
 ):
     sm = aws[0]
@@ -467,8 +499,8 @@ def test_rejecting_a_version_still_rolling_out_is_retried_not_skipped(
     sm.update_model_package(ModelPackageArn=rolling, ModelApprovalStatus="Rejected")
     sagemaker.calls.clear()
 
-    with pytest.raises(DeployError, match="still being deployed"):
-        handle(state_change(rolling, "Rejected"), clients, config)
+    result = handle(state_change(rolling, "Rejected"), clients, config)
+    assert (result["status"], result["pending_endpoint_config_name"]) == ("busy", name)
     assert sagemaker.created() == [] and sagemaker.updates == []
 
 
@@ -510,7 +542,7 @@ def test_endpoint_in_service_event_finishes_autoscaling_of_a_slow_creation(
     }
     result = handle(event, clients, config)
 
-    assert result["status"] == "autoscaled"
+    assert result["status"] == "unchanged"
     (target,) = autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
         "ScalableTargets"
     ]
@@ -532,7 +564,7 @@ def test_a_second_caller_finds_the_same_version_being_created_and_leaves_it(
 
     result = handle(state_change(arn, "Approved"), clients, config)
 
-    assert result["status"] == "in_progress"
+    assert result["status"] == "busy"
     assert sagemaker.created() == [] and sagemaker.updates == []
 
 
@@ -561,7 +593,7 @@ def test_an_update_refused_because_a_concurrent_call_started_it_is_in_progress(
         )
 
     sagemaker.update_endpoint = raced
-    assert handle(state_change(second, "Approved"), clients, config)["status"] == "in_progress"
+    assert handle(state_change(second, "Approved"), clients, config)["status"] == "busy"
 
     def refused(**kwargs):
         raise ClientError(

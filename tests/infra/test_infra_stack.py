@@ -264,25 +264,34 @@ def test_pipeline_role_invokes_only_the_deployer(template_json, resources):
     invokes = [
         (i, s)
         for i, s in statements(template_json)
-        if "lambda:InvokeFunction" in as_list(s["Action"])
+        if "lambda:InvokeFunction" in as_list(s["Action"]) and i.startswith("RolesPipelineRole")
     ]
     assert len(invokes) == 1
     logical_id, statement = invokes[0]
     assert logical_id.startswith("RolesPipelineRoleDefault")
     deployer = next(
-        i for i, p in resources["AWS::Lambda::Function"] if p["Runtime"] == "python3.14"
+        i for i, p in resources["AWS::Lambda::Function"] if p["Handler"] == "deployer.handler"
     )
     assert statement["Resource"] == {"Fn::GetAtt": [deployer, "Arn"]}
 
 
-def test_model_package_group_outlives_the_stack(template_json):
-    (group,) = [
-        r
-        for r in template_json["Resources"].values()
-        if r["Type"] == "AWS::SageMaker::ModelPackageGroup"
+def test_model_package_group_is_adopted_and_removed_as_the_environment_says(template_json):
+    """A custom resource, not AWS::SageMaker::ModelPackageGroup: a retained group would make
+    the next deployment fail with "already exists"; dev (removal destroy) deletes it."""
+    resources = template_json["Resources"]
+    assert not [r for r in resources.values() if r["Type"] == "AWS::SageMaker::ModelPackageGroup"]
+    (group,) = [r for r in resources.values() if r["Type"] == "Custom::ModelPackageGroup"]
+    assert group["Properties"]["GroupName"] == ENV.resource_prefix
+    assert group["Properties"]["DeleteVersions"] == (
+        "true" if ENV.removal == "destroy" else "false"
+    )
+    (handler,) = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function"
+        and r["Properties"].get("Handler") == "registry.on_event"
     ]
-    assert group["DeletionPolicy"] == "Retain"
-    assert group["Properties"]["ModelPackageGroupName"] == ENV.resource_prefix
+    assert handler["Runtime"] == "python3.14"
 
 
 def test_deployer_lambda_runs_python_3_14_with_its_settings(template):
@@ -292,6 +301,13 @@ def test_deployer_lambda_runs_python_3_14_with_its_settings(template):
             "Runtime": "python3.14",
             "Handler": "deployer.handler",
             "Timeout": 900,
+            "Environment": Match.any_value(),
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "Handler": "deployer.handler",
             "Environment": {
                 "Variables": Match.object_like(
                     {
@@ -306,19 +322,18 @@ def test_deployer_lambda_runs_python_3_14_with_its_settings(template):
             },
         },
     )
-    template.resource_count_is("AWS::CloudWatch::Alarm", 2)
+    # 5xx and latency (they roll a blue/green update back), and the dead letters.
+    template.resource_count_is("AWS::CloudWatch::Alarm", 3)
 
 
-def test_approval_rule_filters_this_group_and_the_decisions(resources):
-    # Changed deliberately: a second rule (endpoint in service) now sits beside it.
+def test_approval_rule_sends_every_status_change_of_this_group(resources):
+    """The deployer reconciles from the registry: any status change (set back to pending
+    too) may change what should be live."""
     (rule,) = [p for i, p in resources["AWS::Events::Rule"] if i.startswith("DeployerApprovalRule")]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
         "detail-type": ["SageMaker Model Package State Change"],
-        "detail": {
-            "ModelPackageGroupName": [ENV.resource_prefix],
-            "ModelApprovalStatus": ["Approved", "Rejected"],
-        },
+        "detail": {"ModelPackageGroupName": [ENV.resource_prefix]},
     }
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
@@ -337,7 +352,9 @@ def test_deployer_runs_one_at_a_time_and_keeps_lost_events_in_a_dead_letter_queu
         for s in queue_policy["PolicyDocument"]["Statement"]
     )
     (_, function) = next(
-        (i, p) for i, p in resources["AWS::Lambda::Function"] if p["Runtime"] == "python3.14"
+        (i, p)
+        for i, p in resources["AWS::Lambda::Function"]
+        if p.get("Handler") == "deployer.handler"
     )
     # No reserved concurrency of 1: the Deploy step invokes synchronously and would be throttled
     # while the approval rule's invocation waits on the endpoint; the deployer tolerates the race.
@@ -351,17 +368,34 @@ def test_deployer_runs_one_at_a_time_and_keeps_lost_events_in_a_dead_letter_queu
     assert any("events.amazonaws.com" in json.dumps(s.get("Principal")) for s in key_policy)
 
 
-def test_endpoint_in_service_rule_invokes_the_deployer_for_this_endpoint(resources):
+def test_endpoint_state_rule_and_schedule_invoke_the_deployer(resources):
+    """Every state change of this endpoint (in service, failed, rolled back) and a periodic
+    safety net reach the reconciler."""
     (rule,) = [
-        p for i, p in resources["AWS::Events::Rule"] if i.startswith("DeployerInServiceRule")
+        p for i, p in resources["AWS::Events::Rule"] if i.startswith("DeployerEndpointStateRule")
     ]
     assert rule["EventPattern"] == {
         "source": ["aws.sagemaker"],
         "detail-type": ["SageMaker Endpoint State Change"],
-        "detail": {"EndpointName": [ENV.endpoint_name], "EndpointStatus": ["IN_SERVICE"]},
+        "detail": {"EndpointName": [ENV.endpoint_name]},
     }
-    (target,) = rule["Targets"]
-    assert target["Arn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
+    (schedule,) = [
+        p for i, p in resources["AWS::Events::Rule"] if i.startswith("DeployerReconcileSchedule")
+    ]
+    assert schedule["ScheduleExpression"] == f"rate({ENV.reconcile_minutes} minutes)"
+    for found in (rule, schedule):
+        (target,) = found["Targets"]
+        assert target["Arn"]["Fn::GetAtt"][0].startswith("DeployerFunction")
+
+
+def test_dead_letters_raise_an_alarm(resources):
+    (queue_id, _) = only(resources, "AWS::SQS::Queue")
+    (alarm,) = [p for i, p in resources["AWS::CloudWatch::Alarm"] if "DeadLetters" in i]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": [queue_id, "QueueName"]}}
+    ]
+    assert alarm["Threshold"] == 1
 
 
 def test_pipeline_body_has_the_steps_and_substitutes_stack_resources(resources, template_json):
@@ -435,3 +469,47 @@ def test_outputs_name_what_a_person_needs(template_json):
 def test_bad_context_is_refused_with_its_name(bad):
     with pytest.raises(ValueError, match=next(iter(bad)) if "oops" not in bad else "oops"):
         StackConfig.from_dict(bad)
+
+
+def test_destroying_the_stack_tears_down_what_the_deployer_made(template_json):
+    """The endpoint, configs, models and scalable target live outside CloudFormation: a
+    custom resource backed by the deployer deletes them, after the rules, the schedule and the
+    pipeline are gone (no late event redeploys) and before the model role and key."""
+    resources = template_json["Resources"]
+    (teardown_id,) = [i for i, r in resources.items() if r["Type"] == "Custom::EndpointTeardown"]
+    teardown = resources[teardown_id]
+    assert teardown["Properties"]["EndpointName"] == ENV.endpoint_name
+    depends = set(teardown.get("DependsOn", []))
+    model_role = next(i for i in resources if i.startswith("RolesModelRole"))
+    key = next(i for i, r in resources.items() if r["Type"] == "AWS::KMS::Key")
+    assert {model_role, key} <= depends
+    for logical_id, resource in resources.items():
+        if resource["Type"] in {"AWS::Events::Rule", "AWS::SageMaker::Pipeline"}:
+            assert teardown_id in resource.get("DependsOn", []), logical_id
+    (provider_fn,) = [
+        r["Properties"]
+        for i, r in resources.items()
+        if r["Type"] == "AWS::Lambda::Function" and i.startswith("DeployerTeardownProvider")
+    ]
+    deployer = next(
+        i
+        for i, r in resources.items()
+        if r["Type"] == "AWS::Lambda::Function"
+        and r["Properties"].get("Handler") == "deployer.handler"
+    )
+    assert deployer in json.dumps(provider_fn["Environment"])
+
+
+def test_deployer_gets_its_group_and_a_volume_key_only_where_the_type_takes_one(resources):
+    from pipeline.instance_types import accepts_volume_kms_key
+
+    function = next(
+        p for _, p in resources["AWS::Lambda::Function"] if p.get("Handler") == "deployer.handler"
+    )
+    variables = function["Environment"]["Variables"]
+    assert variables["MODEL_PACKAGE_GROUP"] == ENV.resource_prefix
+    assert int(variables["WAIT_SECONDS"]) <= 300
+    if accepts_volume_kms_key(ENV.endpoint_instance_type):
+        assert variables["VOLUME_KMS_KEY_ARN"] == variables["KMS_KEY_ARN"]
+    else:
+        assert variables["VOLUME_KMS_KEY_ARN"] == ""

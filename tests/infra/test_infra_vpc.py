@@ -1,5 +1,6 @@
-"""A second environment from context: VPC mode (jobs, model and deployer in the given subnets)
-and an extra source bucket, still free of cdk-nag findings."""
+"""A second environment from context: VPC mode (jobs and model in the given subnets, an S3
+gateway endpoint on their route tables) and an extra source bucket, still free of cdk-nag
+findings."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ VPC = {
     "vpc_id": "vpc-0123456789abcdef0",
     "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
     "security_group_ids": ["sg-0123456789abcdef0"],
+    "route_table_ids": ["rtb-0123456789abcdef0"],
     "source_buckets": ["example-corp-bin-photos"],
 }
 
@@ -52,18 +54,34 @@ def test_jobs_run_in_the_subnets_and_only_prepare_reaches_out(vpc_template):
     assert prepare["EnableNetworkIsolation"] is False
 
 
-def test_deployer_runs_in_the_subnets_and_isolates_the_model(vpc_template):
+def test_deployer_stays_out_of_the_vpc_and_isolates_the_model(vpc_template):
+    """The deployer calls only control-plane APIs: outside the VPC it needs no interface
+    endpoints. The model it creates runs in the subnets, isolated."""
     (function,) = [
         f
         for f in resources_of(vpc_template, "AWS::Lambda::Function")
         if f.get("Environment", {}).get("Variables", {}).get("ENDPOINT_NAME")
     ]
-    assert sorted(function["VpcConfig"]["SubnetIds"]) == VPC["subnet_ids"]
-    assert function["VpcConfig"]["SecurityGroupIds"] == VPC["security_group_ids"]
+    assert "VpcConfig" not in function
     variables = function["Environment"]["Variables"]
     assert variables["SUBNETS"] == ",".join(VPC["subnet_ids"])
     assert variables["SECURITY_GROUP_IDS"] == ",".join(VPC["security_group_ids"])
     assert variables["NETWORK_ISOLATION"] == "true"
+
+
+def test_an_s3_gateway_endpoint_serves_the_subnets(vpc_template):
+    (endpoint,) = resources_of(vpc_template, "AWS::EC2::VPCEndpoint")
+    assert endpoint["VpcEndpointType"] == "Gateway"
+    assert endpoint["ServiceName"] == "com.amazonaws.eu-west-1.s3"
+    assert endpoint["RouteTableIds"] == VPC["route_table_ids"]
+    assert endpoint["VpcId"] == VPC["vpc_id"]
+
+
+def test_route_tables_without_vpc_mode_are_refused():
+    from infra.config import StackConfig
+
+    with pytest.raises(ValueError, match="route_table_ids belong to VPC mode"):
+        StackConfig.from_dict({"route_table_ids": ["rtb-1"]})
 
 
 def test_job_role_may_attach_network_interfaces(vpc_template):

@@ -12,8 +12,10 @@ from pathlib import Path
 import botocore.session
 import pytest
 from pipeline_json import all_steps, references, step, walk
+from sagemaker.core.common_utils import instance_supports_kms
 
 from pipeline.definition import ACCURACY_JSON_PATH, build, definition_json
+from pipeline.instance_types import inference_instance_types
 from pipeline.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,7 +194,6 @@ def test_spot_distributed_kms_and_vpc_options_reach_the_jobs(tmp_path):
     settings = Settings(
         staging_dir=tmp_path,
         spot=True,
-        torch_distributed=True,
         kms_key="arn:aws:kms:us-east-1:000000000000:key/abc",
         subnets=("subnet-1",),
         security_group_ids=("sg-1",),
@@ -208,7 +209,8 @@ def test_spot_distributed_kms_and_vpc_options_reach_the_jobs(tmp_path):
     )
     assert train["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
     assert train["OutputDataConfig"]["KmsKeyId"] == settings.kms_key
-    assert train["ResourceConfig"]["VolumeKmsKeyId"] == settings.kms_key
+    # TrainingInstanceType allows NVMe types (the default g4dn too): no volume key (see below).
+    assert "VolumeKmsKeyId" not in train["ResourceConfig"]
     assert train["VpcConfig"] == {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-1"]}
     assert train["EnableNetworkIsolation"] is True
     prepare = step(definition, "Prepare")["Arguments"]
@@ -368,6 +370,73 @@ def test_network_isolation_without_subnets_has_no_empty_vpc_config(tmp_path):
     assert (
         step(definition, "Evaluate")["Arguments"]["NetworkConfig"]["EnableNetworkIsolation"] is True
     )
+
+
+def test_volume_keys_only_where_every_allowed_instance_type_takes_one(tmp_path):
+    """SageMaker refuses VolumeKmsKeyId on types with NVMe instance storage (ml.g4dn.xlarge, the
+    default, among them), and Studio may pick any type the parameter allows."""
+    settings = Settings(staging_dir=tmp_path, kms_key="arn:aws:kms:us-east-1:000000000000:key/k")
+    definition = json.loads(build(settings).definition)
+    declared = {p["Name"]: p for p in definition["Parameters"]}
+    training_types = declared["TrainingInstanceType"]["EnumValues"]
+    processing_types = declared["ProcessingInstanceType"]["EnumValues"]
+    assert "ml.g4dn.xlarge" in training_types and "ml.m5.2xlarge" in processing_types
+    assert not all(instance_supports_kms(t) for t in training_types)
+    assert all(instance_supports_kms(t) for t in processing_types)
+    train = step(definition, "Train")["Arguments"]
+    assert "VolumeKmsKeyId" not in train["ResourceConfig"]
+    assert train["OutputDataConfig"]["KmsKeyId"] == settings.kms_key
+    for name in ("Prepare", "Evaluate"):
+        cluster = step(definition, name)["Arguments"]["ProcessingResources"]["ClusterConfig"]
+        assert cluster["VolumeKmsKeyId"] == settings.kms_key, name
+
+
+def test_training_launches_torchrun_for_any_instance_count(definition):
+    """TrainingInstanceCount is chosen per execution: the launcher must not be decided at
+    build time (one rank per GPU per host, whatever the count)."""
+    hyperparameters = step(definition, "Train")["Arguments"]["HyperParameters"]
+    assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"
+
+
+def test_evaluate_runs_on_one_instance_whatever_the_processing_count(definition):
+    prepare = step(definition, "Prepare")["Arguments"]["ProcessingResources"]["ClusterConfig"]
+    evaluate = step(definition, "Evaluate")["Arguments"]["ProcessingResources"]["ClusterConfig"]
+    assert prepare["InstanceCount"] == {"Get": "Parameters.ProcessingInstanceCount"}
+    assert evaluate["InstanceCount"] == 1
+
+
+def test_isolated_training_gets_its_code_as_an_input_channel(tmp_path):
+    """A network-isolated container cannot download sagemaker_submit_directory from S3."""
+    settings = Settings(staging_dir=tmp_path, network_isolation=True)
+    built = build(settings)
+    train = step(json.loads(built.definition), "Train")["Arguments"]
+    submit = train["HyperParameters"]["sagemaker_submit_directory"]
+    assert submit == "/opt/ml/input/data/code/sourcedir.tar.gz"
+    (code,) = [c for c in train["InputDataConfig"] if c["ChannelName"] == "code"]
+    uri = code["DataSource"]["S3DataSource"]["S3Uri"]
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    assert key.endswith("/sourcedir.tar.gz") and (bucket, key) in built.staged
+    # Not isolated: the toolkit fetches the archive itself, and there is no code channel.
+    plain = step(json.loads(build(Settings(staging_dir=tmp_path)).definition), "Train")
+    assert plain["Arguments"]["HyperParameters"]["sagemaker_submit_directory"] == uri
+    assert [c["ChannelName"] for c in plain["Arguments"]["InputDataConfig"]] == [
+        "train",
+        "validation",
+    ]
+
+
+def test_registered_types_follow_the_endpoint_type(tmp_path):
+    """The registered image and instance types follow the deployer's endpoint type."""
+    gpu = Settings(
+        staging_dir=tmp_path, inference_instance_types=inference_instance_types("ml.g5.xlarge")
+    )
+    spec = step(json.loads(build(gpu).definition), "Register")["Arguments"][
+        "InferenceSpecification"
+    ]
+    assert spec["SupportedRealtimeInferenceInstanceTypes"][0] == "ml.g5.xlarge"
+    assert "-gpu-" in spec["Containers"][0]["Image"]
+    with pytest.raises(ValueError, match="mixes CPU and accelerated"):
+        Settings(inference_instance_types=("ml.m5.large", "ml.g5.xlarge"))
 
 
 def test_register_records_the_architecture_parameter_and_cpu_only_types(definition):

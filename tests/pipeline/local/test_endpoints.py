@@ -190,3 +190,57 @@ def test_a_server_whose_ping_raises_is_killed(sm, monkeypatch):
     assert "/ping failed: reset by peer" in described["FailureReason"]
     (proc,) = started
     assert proc.wait(timeout=30) is not None
+
+
+def test_the_deployer_marks_a_version_the_local_endpoint_could_not_load_and_tears_down(
+    sm, tmp_path
+):
+    """The reconciler over the local stand-ins: an update whose server cannot start leaves the
+    endpoint on the old version (as a SageMaker rollback does); the version is marked and not
+    retried; teardown removes the endpoint, configs, models and scalable target."""
+    from infra.deployer_lambda.deployer import ROLLOUT_FAILED_PREFIX, Clients, Config, handle
+    from pipeline.local.sagemaker_client import LocalAutoscalingClient
+
+    autoscaling = LocalAutoscalingClient(tmp_path)
+    clients = Clients(sagemaker=sm, autoscaling=autoscaling)
+    config = Config(
+        endpoint_name="ep",
+        model_role_arn="arn:aws:iam::000000000000:role/model",
+        data_capture_uri="s3://bincount-local/data-capture",
+        model_package_group="bincount",
+    )
+
+    def register(scale: int, with_code: bool = True) -> str:
+        uri = f"s3://bincount-local/models/{scale}/model.tar.gz"
+        sm.store.put_bytes(model_archive(scale, with_code), uri)
+        return sm.create_model_package(
+            ModelPackageGroupName="bincount",
+            ModelApprovalStatus="Approved",
+            InferenceSpecification={"Containers": [{"Image": "img", "ModelDataUrl": uri}]},
+        )["ModelPackageArn"]
+
+    good = register(2)
+    assert handle({"model_package_arn": good}, clients, config)["status"] == "deployed"
+    broken = register(3, with_code=False)  # no code/inference.py: the server cannot start
+    event = {
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Model Package State Change",
+        "detail": {"ModelPackageGroupName": "bincount", "ModelPackageArn": broken},
+    }
+
+    result = handle(event, clients, config)
+
+    assert result["status"] == "unchanged"
+    assert result["rollout_failed_model_package_arn"] == broken
+    metadata = sm.describe_model_package(ModelPackageName=broken)["CustomerMetadataProperties"]
+    assert f"{ROLLOUT_FAILED_PREFIX}ep" in metadata
+    assert json.loads(invoke(sm, b'{"x": 1}')[1])["version"] == good
+    assert handle(event, clients, config)["status"] == "unchanged"  # not retried
+
+    teardown = {"RequestType": "Delete", "PhysicalResourceId": "ep-deployer"}
+    assert handle(teardown, clients, config) == {"PhysicalResourceId": "ep-deployer"}
+    assert sm.list_endpoints() == {"Endpoints": []}
+    assert sm.list_models(NameContains="ep")["Models"] == []
+    assert sm.list_endpoint_configs(NameContains="ep")["EndpointConfigs"] == []
+    assert autoscaling.records()["targets"] == {}
+    assert handle(teardown, clients, config) == {"PhysicalResourceId": "ep-deployer"}

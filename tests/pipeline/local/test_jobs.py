@@ -201,3 +201,76 @@ def test_a_timeout_kills_the_whole_process_group_in_both_modes(tmp_path, echoed)
     assert not _alive(grandchild)
     assert "started" in (tmp_path / "job.log").read_text()
     assert lines == (["started"] if echoed else [])
+
+
+TRAIN_SCRIPT = """
+import os
+from pathlib import Path
+
+Path(os.environ["SM_MODEL_DIR"], "model.txt").write_text("trained from " + os.getcwd())
+"""
+
+
+def training_args(submit: str, *, isolated: bool, code_channel: bool) -> dict:
+    channels = [
+        {
+            "ChannelName": "train",
+            "DataSource": {"S3DataSource": {"S3Uri": "s3://b/data", "S3DataType": "S3Prefix"}},
+        }
+    ]
+    if code_channel:
+        channels.append(
+            {
+                "ChannelName": "code",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3Uri": "s3://b/code/sourcedir.tar.gz",
+                        "S3DataType": "S3Prefix",
+                    }
+                },
+            }
+        )
+    return {
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "HyperParameters": {"sagemaker_program": "train.py", "sagemaker_submit_directory": submit},
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": "s3://b/out"},
+        "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1},
+        "EnableNetworkIsolation": isolated,
+    }
+
+
+@pytest.fixture
+def code_archive(store, tmp_path):
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        body = TRAIN_SCRIPT.encode()
+        info = tarfile.TarInfo("train.py")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    store.put_bytes(raw.getvalue(), "s3://b/code/sourcedir.tar.gz")
+    return "s3://b/code/sourcedir.tar.gz"
+
+
+def test_isolated_training_runs_code_delivered_as_an_input_channel(store, tmp_path, code_archive):
+    """As on SageMaker: an isolated container gets its code only through a channel."""
+    args = training_args(
+        "/opt/ml/input/data/code/sourcedir.tar.gz", isolated=True, code_channel=True
+    )
+    result = Jobs(store, tmp_path / "exec").run_training("Train", "job-1", args)
+    model = result.properties["ModelArtifacts"]["S3ModelArtifacts"]
+    assert model == "s3://b/out/job-1/output/model.tar.gz" and store.objects(model)
+
+
+def test_isolated_training_cannot_download_its_code(store, tmp_path, code_archive):
+    args = training_args(code_archive, isolated=True, code_channel=False)
+    with pytest.raises(JobFailed, match="EnableNetworkIsolation is on, so the container cannot"):
+        Jobs(store, tmp_path / "exec").run_training("Train", "job-1", args)
+    args = training_args(
+        "/opt/ml/input/data/code/sourcedir.tar.gz", isolated=True, code_channel=False
+    )
+    with pytest.raises(JobFailed, match="is not delivered by any input channel"):
+        Jobs(store, tmp_path / "exec").run_training("Train", "job-2", args)

@@ -145,3 +145,66 @@ def test_autoscaling_records_targets_and_policies(tmp_path):
     assert "endpoint/e/variant/AllTraffic:p" in records["policies"]
     with pytest.raises(ClientError, match="PolicyName"):
         autoscaling.put_scaling_policy(**target)
+
+
+def test_models_and_configs_list_by_name_page_and_delete_like_aws(sm):
+    for name in ("ep-v1-aaaa0000", "ep-v2-bbbb0000", "other-v1-cccc0000"):
+        sm.create_model(ModelName=name, PrimaryContainer=CONTAINER, ExecutionRoleArn="arn:r")
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}],
+        )
+    first = sm.list_models(NameContains="ep-v", MaxResults=1)
+    rest = sm.list_models(NameContains="ep-v", NextToken=first["NextToken"])
+    assert "NextToken" not in rest
+    listed = first["Models"] + rest["Models"]
+    assert sorted(m["ModelName"] for m in listed) == ["ep-v1-aaaa0000", "ep-v2-bbbb0000"]
+    assert listed[0]["ModelArn"].endswith(f":model/{listed[0]['ModelName']}")
+    configs = sm.list_endpoint_configs(NameContains="other")["EndpointConfigs"]
+    assert [c["EndpointConfigName"] for c in configs] == ["other-v1-cccc0000"]
+    assert isinstance(configs[0]["CreationTime"], datetime)
+
+    assert sm.delete_endpoint_config(EndpointConfigName="ep-v1-aaaa0000") == {}
+    assert sm.delete_model(ModelName="ep-v1-aaaa0000") == {}
+    with pytest.raises(ClientError) as gone:
+        sm.delete_model(ModelName="ep-v1-aaaa0000")
+    assert error_code(gone) == (
+        "ValidationException",
+        'Could not find model "arn:aws:sagemaker:us-east-1:000000000000:model/ep-v1-aaaa0000".',
+    )
+    with pytest.raises(ClientError, match="Could not find endpoint configuration"):
+        sm.delete_endpoint_config(EndpointConfigName="ep-v1-aaaa0000")
+    assert [m["ModelName"] for m in sm.list_models(NameContains="ep-v")["Models"]] == [
+        "ep-v2-bbbb0000"
+    ]
+
+
+def test_customer_metadata_properties_are_set_and_removed(sm):
+    arn = register(sm, "Approved")
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties={"a": "1", "b": "2"})
+    sm.update_model_package(ModelPackageArn=arn, CustomerMetadataPropertiesToRemove=["a", "zz"])
+    described = sm.describe_model_package(ModelPackageName=arn)
+    assert described["CustomerMetadataProperties"] == {"b": "2"}
+    assert described["ModelApprovalStatus"] == "Approved"
+
+
+def test_deregistering_a_scalable_target_removes_its_policies(tmp_path):
+    autoscaling = LocalAutoscalingClient(tmp_path)
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/e/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    other = {**target, "ResourceId": "endpoint/f/variant/AllTraffic"}
+    for t in (target, other):
+        autoscaling.register_scalable_target(**t, MinCapacity=1, MaxCapacity=2)
+        autoscaling.put_scaling_policy(**t, PolicyName="p", PolicyType="TargetTrackingScaling")
+
+    assert autoscaling.deregister_scalable_target(**target) == {}
+
+    records = autoscaling.records()
+    assert list(records["targets"]) == [other["ResourceId"]]
+    assert list(records["policies"]) == [f"{other['ResourceId']}:p"]
+    with pytest.raises(ClientError) as again:
+        autoscaling.deregister_scalable_target(**target)
+    assert error_code(again)[0] == "ObjectNotFoundException"
