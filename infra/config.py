@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 ENVIRONMENTS_KEY = "bincount:environments"
@@ -20,6 +20,72 @@ _NAME = re.compile(r"^[a-z0-9](-?[a-z0-9]){0,40}$")
 # cache_expire_after, P30D): intermediate outputs must outlive every cache hit on them.
 STEP_CACHE_DAYS = 30
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# ServerlessConfig.MemorySizeInMB takes 1024..6144 in steps of 1024.
+SERVERLESS_MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of the path to production: its own endpoint, deployer and approvers.
+
+    The first stage serves the versions the pipeline registers; each later one serves the
+    versions promoted into its own model package group from the stage before it.
+    """
+
+    name: str
+    endpoint_name: str
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    autoscaling_min: int = 1
+    autoscaling_max: int = 2
+    # > 0: a serverless endpoint with this much memory (idle costs nothing; no data capture,
+    # no autoscaling or blue/green: SageMaker does not offer them for serverless).
+    serverless_memory_mb: int = 0
+    serverless_max_concurrency: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("name", "endpoint_name"):
+            if not _NAME.match(getattr(self, name)):
+                raise ValueError(
+                    f"stage {name} must be lowercase letters, digits and single dashes "
+                    f"(at most 41 characters): {getattr(self, name)!r}"
+                )
+        if not 1 <= self.autoscaling_min <= self.autoscaling_max:
+            raise ValueError(
+                f"stage {self.name}: need 1 <= autoscaling_min <= autoscaling_max, got "
+                f"{self.autoscaling_min}, {self.autoscaling_max}"
+            )
+        if self.instance_count < 1:
+            raise ValueError(f"stage {self.name}: instance_count must be at least 1")
+        if self.serverless_memory_mb and self.serverless_memory_mb not in SERVERLESS_MEMORY_SIZES:
+            raise ValueError(
+                f"stage {self.name}: serverless_memory_mb must be one of "
+                f"{SERVERLESS_MEMORY_SIZES} (or 0 for instances), got {self.serverless_memory_mb}"
+            )
+        if not 1 <= self.serverless_max_concurrency <= 200:
+            raise ValueError(
+                f"stage {self.name}: serverless_max_concurrency must be 1..200, got "
+                f"{self.serverless_max_concurrency}"
+            )
+
+    @property
+    def serverless(self) -> bool:
+        return self.serverless_memory_mb > 0
+
+    @property
+    def data_capture_prefix(self) -> str:
+        return f"data-capture/{self.endpoint_name}"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StageConfig:
+        if not isinstance(values, dict):
+            raise ValueError(f"a stage must be an object, got {values!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown stage settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -33,11 +99,26 @@ class StackConfig:
     account: str = ""
     # "retain" keeps the data bucket and key on stack deletion; "destroy" is for dev.
     removal: str = "retain"
+    # The first stage (the one approvals of pipeline-registered versions deploy to): its name,
+    # endpoint and size. Later stages are `next_stages`, each promoted to from the one before.
+    stage_name: str = "live"
     endpoint_name: str = "bincount"
     endpoint_instance_type: str = "ml.m5.large"
     endpoint_instance_count: int = 1
     autoscaling_min: int = 1
     autoscaling_max: int = 2
+    serverless_memory_mb: int = 0
+    serverless_max_concurrency: int = 5
+    next_stages: tuple[StageConfig, ...] = ()
+    # May the pipeline register versions already Approved (ModelApprovalStatus parameter)? Off
+    # in prod: the pipeline role may then register only PendingManualApproval (IAM enforces it).
+    pipeline_may_approve: bool = True
+    # Who hears about failures, approvals waiting, deployments, rollbacks and smoke tests.
+    notification_emails: tuple[str, ...] = ()
+    # Tags on every resource, besides project and environment (e.g. {"cost-center": "ml-42"}).
+    tags: dict[str, str] = field(default_factory=dict)
+    # The smoke test's p50 latency budget for a stage that has a next stage.
+    smoke_p50_ms: int = 2000
     autoscaling_target_invocations: int = 100
     data_capture_percent: int = 100
     canary_percent: int = 50
@@ -69,11 +150,11 @@ class StackConfig:
     spot_training: bool = False
 
     def __post_init__(self) -> None:
-        for field in ("name", "project", "endpoint_name"):
-            if not _NAME.match(getattr(self, field)):
+        for name in ("name", "project", "endpoint_name"):
+            if not _NAME.match(getattr(self, name)):
                 raise ValueError(
-                    f"{field} must be lowercase letters, digits and single dashes "
-                    f"(at most 41 characters): {getattr(self, field)!r}"
+                    f"{name} must be lowercase letters, digits and single dashes "
+                    f"(at most 41 characters): {getattr(self, name)!r}"
                 )
         if self.removal not in {"retain", "destroy"}:
             raise ValueError(f"removal must be 'retain' or 'destroy', got {self.removal!r}")
@@ -108,6 +189,28 @@ class StackConfig:
             raise ValueError("VPC mode needs vpc_id, subnet_ids and security_group_ids together")
         if self.route_table_ids and not self.vpc_mode:
             raise ValueError("route_table_ids belong to VPC mode (vpc_id, subnet_ids, ...)")
+        stages = self.stages  # validates the first stage's fields too
+        for kind, values in (
+            ("stage names", [s.name for s in stages]),
+            ("endpoint names", [s.endpoint_name for s in stages]),
+        ):
+            if len(set(values)) != len(values):
+                raise ValueError(f"stages need distinct {kind}, got {values}")
+        serverless = [s.name for s in stages if s.serverless]
+        if self.vpc_mode and serverless:
+            # Serverless endpoints take neither a VpcConfig nor network isolation.
+            raise ValueError(
+                f"stages {serverless} are serverless, which VPC mode cannot use (serverless "
+                "endpoints run outside any VPC): give them instance types"
+            )
+        for email in self.notification_emails:
+            if not _EMAIL.match(email):
+                raise ValueError(f"notification_emails: {email!r} is not an email address")
+        if not isinstance(self.tags, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k and not k.startswith("aws:")
+            for k, v in self.tags.items()
+        ):
+            raise ValueError(f"tags must map names to strings (no aws: prefix), got {self.tags!r}")
 
     @property
     def vpc_mode(self) -> bool:
@@ -133,8 +236,30 @@ class StackConfig:
         return f"{self.s3_prefix}/intermediate"
 
     @property
-    def data_capture_prefix(self) -> str:
-        return f"data-capture/{self.endpoint_name}"
+    def stages(self) -> tuple[StageConfig, ...]:
+        """The first stage (from the top-level endpoint keys), then `next_stages`."""
+        first = StageConfig(
+            name=self.stage_name,
+            endpoint_name=self.endpoint_name,
+            instance_type=self.endpoint_instance_type,
+            instance_count=self.endpoint_instance_count,
+            autoscaling_min=self.autoscaling_min,
+            autoscaling_max=self.autoscaling_max,
+            serverless_memory_mb=self.serverless_memory_mb,
+            serverless_max_concurrency=self.serverless_max_concurrency,
+        )
+        return (first, *self.next_stages)
+
+    def group_name(self, stage: StageConfig) -> str:
+        """The first stage serves the pipeline's group; each later stage has its own, into
+        which versions are promoted (the pattern that extends to a stage in another account)."""
+        if stage.name == self.stage_name:
+            return self.resource_prefix
+        return f"{self.resource_prefix}-{stage.name}"
+
+    @property
+    def all_tags(self) -> dict[str, str]:
+        return {"project": self.project, "environment": self.name, **self.tags}
 
     @classmethod
     def from_context(cls, context: dict[str, Any]) -> StackConfig:
@@ -158,4 +283,8 @@ class StackConfig:
         converted = {
             key: tuple(value) if isinstance(value, list) else value for key, value in values.items()
         }
+        if "next_stages" in converted:
+            converted["next_stages"] = tuple(
+                StageConfig.from_dict(stage) for stage in converted["next_stages"]
+            )
         return cls(**converted)

@@ -16,9 +16,9 @@ from infra import log_groups
 from infra.config import StackConfig
 
 
-class CustomResourceHandler(Construct):
-    """`function` runs `handler` from `code_dir`; `provider.service_token` is what a
-    CustomResource names."""
+class PythonFunction(Construct):
+    """A Python Lambda from `code_dir` with its own role (`statements` plus writing its own
+    encrypted log group) and nothing else."""
 
     def __init__(
         self,
@@ -32,6 +32,7 @@ class CustomResourceHandler(Construct):
         description: str,
         statements: list[iam.PolicyStatement],
         timeout: Duration,
+        environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         log_group = log_groups.log_group(self, "Logs", config, key)
@@ -39,7 +40,7 @@ class CustomResourceHandler(Construct):
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{config.resource_prefix}: {description}",
+            description=f"{config.resource_prefix}: {description}"[:1000],
         )
         for statement in [
             *statements,
@@ -62,9 +63,21 @@ class CustomResourceHandler(Construct):
             role=self.role,
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
+            environment=environment,
+            environment_encryption=key if environment else None,
         )
         self.function.node.add_dependency(self.role)
-        self.provider = provider(self, "Provider", config=config, key=key, function=self.function)
+
+
+class CustomResourceHandler(PythonFunction):
+    """A PythonFunction behind the CDK Provider framework: `provider.service_token` is what a
+    CustomResource names."""
+
+    def __init__(self, scope: Construct, construct_id: str, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.provider = provider(
+            self, "Provider", config=kwargs["config"], key=kwargs["key"], function=self.function
+        )
 
 
 def provider(

@@ -5,6 +5,7 @@ dead-letter queue for the events it could not handle."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aws_cdk import (
@@ -17,6 +18,7 @@ from aws_cdk import (
     Validations,
 )
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -24,11 +26,12 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra import log_groups
-from infra.config import StackConfig
+from infra.config import StackConfig, StageConfig
 from infra.custom_resource import provider
 from pipeline.instance_types import accepts_volume_kms_key
 
@@ -51,29 +54,36 @@ class Deployer(Construct):
         construct_id: str,
         *,
         config: StackConfig,
+        stage: StageConfig,
+        next_stage: StageConfig | None,
         bucket: s3.IBucket,
         key: kms.IKey,
         model_role: iam.IRole,
         group_name: str,
+        topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self._stack = stack
-        endpoint = config.endpoint_name
+        self.stage = stage
+        self._endpoint = endpoint = stage.endpoint_name
+        self._topic = topic
         self.alarm_names = [
             f"{config.resource_prefix}-{endpoint}-invocation-5xx",
             f"{config.resource_prefix}-{endpoint}-model-latency",
         ]
         self.alarms = self._alarms(config, self.alarm_names)
+        for alarm in self.alarms:
+            alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
         log_group = log_groups.log_group(self, "Logs", config, key)
         self.role = iam.Role(
             self,
             "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-            description=f"{config.resource_prefix}: the model deployer Lambda",
+            description=f"{config.resource_prefix}: the {stage.name} stage's model deployer",
         )
-        self._grant(config, key, model_role, group_name, log_group)
+        self._grant(config, key, model_role, group_name, log_group, smoke=next_stage is not None)
 
         # Approvals that could not be delivered or deployed (after retries) land here.
         self.dead_letters = sqs.Queue(
@@ -94,25 +104,14 @@ class Deployer(Construct):
                 "EventBridge targets and asynchronous invocations.",
             )
         )
-        # EventBridge and Lambda encrypt what they send to the queue with the stack's key.
-        key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="EventBridgeDeadLetters",
-                principals=[iam.ServicePrincipal("events.amazonaws.com")],
-                actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
-            )
-        )
-
-        data_capture_uri = f"s3://{bucket.bucket_name}/{config.data_capture_prefix}"
+        data_capture_uri = f"s3://{bucket.bucket_name}/{stage.data_capture_prefix}"
         self.function = lambda_.Function(
             self,
             "Function",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="deployer.handler",
             code=lambda_.Code.from_asset(str(LAMBDA_CODE), exclude=["__pycache__", "*.pyc"]),
-            description="Deploys Approved bincount model packages; rolls back Rejected live ones",
+            description=f"Keeps the {stage.name} endpoint on the newest Approved version",
             timeout=Duration.minutes(15),
             memory_size=256,
             dead_letter_queue=self.dead_letters,
@@ -123,17 +122,21 @@ class Deployer(Construct):
                 "ENDPOINT_NAME": endpoint,
                 "MODEL_ROLE_ARN": model_role.role_arn,
                 "DATA_CAPTURE_URI": data_capture_uri,
-                "INSTANCE_TYPE": config.endpoint_instance_type,
-                "INSTANCE_COUNT": str(config.endpoint_instance_count),
+                "STAGE": stage.name,
+                "NEXT_STAGE": next_stage.name if next_stage else "",
+                "INSTANCE_TYPE": stage.instance_type,
+                "INSTANCE_COUNT": str(stage.instance_count),
+                "SERVERLESS_MEMORY_MB": str(stage.serverless_memory_mb),
+                "SERVERLESS_MAX_CONCURRENCY": str(stage.serverless_max_concurrency),
                 "KMS_KEY_ARN": key.key_arn,
                 # SageMaker refuses a volume key on instance types with NVMe storage.
                 "VOLUME_KMS_KEY_ARN": key.key_arn
-                if accepts_volume_kms_key(config.endpoint_instance_type)
+                if accepts_volume_kms_key(stage.instance_type) and not stage.serverless
                 else "",
                 "MODEL_PACKAGE_GROUP": group_name,
                 "ALARM_NAMES": ",".join(self.alarm_names),
-                "MIN_CAPACITY": str(config.autoscaling_min),
-                "MAX_CAPACITY": str(config.autoscaling_max),
+                "MIN_CAPACITY": str(stage.autoscaling_min),
+                "MAX_CAPACITY": str(stage.autoscaling_max),
                 "TARGET_INVOCATIONS": str(config.autoscaling_target_invocations),
                 "CAPTURE_PERCENT": str(config.data_capture_percent),
                 "CANARY_PERCENT": str(config.canary_percent),
@@ -144,6 +147,12 @@ class Deployer(Construct):
                 "WAIT_SECONDS": str(config.deployer_wait_seconds),
                 # Within the function's 15 minutes: the endpoint's deletion on `cdk destroy`.
                 "TEARDOWN_SECONDS": "720",
+                "TAGS": json.dumps(config.all_tags, sort_keys=True),
+                "TOPIC_ARN": topic.topic_arn,
+                # A stage with a next one smoke-tests each version it deploys: promotion needs
+                # a passed test.
+                "SMOKE_TEST": "true" if next_stage else "false",
+                "SMOKE_P50_MS": str(config.smoke_p50_ms),
             },
             environment_encryption=key,
         )
@@ -205,7 +214,7 @@ class Deployer(Construct):
         self.dead_letter_alarm = cloudwatch.Alarm(
             self,
             "DeadLettersAlarm",
-            alarm_name=f"{config.resource_prefix}-deployer-dead-letters",
+            alarm_name=f"{config.resource_prefix}-{stage.name}-deployer-dead-letters",
             alarm_description="Events the deployer could not handle after retries are waiting "
             "in its dead-letter queue",
             metric=self.dead_letters.metric_approximate_number_of_messages_visible(
@@ -216,6 +225,7 @@ class Deployer(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
+        self.dead_letter_alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
     def _target(self) -> targets.LambdaFunction:
         return targets.LambdaFunction(
@@ -224,7 +234,7 @@ class Deployer(Construct):
 
     def _alarms(self, config: StackConfig, names: list[str]) -> list[cloudwatch.Alarm]:
         """What rolls a blue/green update back: server errors and slow answers."""
-        dimensions = {"EndpointName": config.endpoint_name, "VariantName": VARIANT}
+        dimensions = {"EndpointName": self._endpoint, "VariantName": VARIANT}
         errors = cloudwatch.Alarm(
             self,
             "Errors5xx",
@@ -276,9 +286,11 @@ class Deployer(Construct):
         model_role: iam.IRole,
         group_name: str,
         log_group: logs.ILogGroup,
+        *,
+        smoke: bool,
     ) -> None:
         # Names the deployer creates all start with the endpoint name (resource_name()).
-        endpoint = config.endpoint_name
+        endpoint = self._endpoint
         statements = [
             iam.PolicyStatement(
                 sid="ReadPackages",
@@ -381,14 +393,26 @@ class Deployer(Construct):
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
                 resources=[log_group.log_group_arn],
             ),
+            iam.PolicyStatement(
+                sid="Notify", actions=["sns:Publish"], resources=[self._topic.topic_arn]
+            ),
         ]
+        if smoke:
+            # The smoke test calls the endpoint it has just deployed.
+            statements.append(
+                iam.PolicyStatement(
+                    sid="SmokeTest",
+                    actions=["sagemaker:InvokeEndpoint"],
+                    resources=[self._arn("sagemaker", "endpoint", endpoint)],
+                )
+            )
         for statement in statements:
             self.role.add_to_policy(statement)
         self._acknowledge(config, group_name)
 
     def _acknowledge(self, config: StackConfig, group_name: str) -> None:
         arn = f"arn:<AWS::Partition>:{{}}:{self._stack.region}:<AWS::AccountId>:{{}}"
-        endpoint = config.endpoint_name
+        endpoint = self._endpoint
         findings = {
             "Resource::*": "ListModelPackages, ListModels, ListEndpointConfigs and the "
             "Application Auto Scaling calls have no resource-level permissions.",

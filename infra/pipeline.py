@@ -37,7 +37,7 @@ STAGING_ROOT = Path(__file__).resolve().parent.parent / "build" / "cdk-staging"
 def pipeline_settings(config: StackConfig, region: str, staging_dir: Path):
     """The pipeline/ Settings for this stack: placeholders where CloudFormation decides."""
     from pipeline.instance_types import inference_instance_types
-    from pipeline.settings import ParameterDefaults, Settings
+    from pipeline.settings import APPROVAL_STATUSES, ParameterDefaults, Settings
 
     return Settings(
         pipeline_name=config.resource_prefix,
@@ -54,6 +54,9 @@ def pipeline_settings(config: StackConfig, region: str, staging_dir: Path):
         security_group_ids=config.security_group_ids,
         network_isolation=config.vpc_mode,
         spot=config.spot_training,
+        approval_statuses=APPROVAL_STATUSES
+        if config.pipeline_may_approve
+        else ("PendingManualApproval",),
         inference_instance_types=inference_instance_types(config.endpoint_instance_type),
         defaults=ParameterDefaults(
             endpoint_name=config.endpoint_name,

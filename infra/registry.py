@@ -22,14 +22,16 @@ LAMBDA_CODE = Path(__file__).resolve().parent / "registry_lambda"
 
 
 class Registry(Construct):
-    """`group` is the custom resource; `group_name` its name (the stack's resource prefix)."""
+    """One group per stage (`groups`, by name); `group`/`group_name` are the first stage's,
+    the one the pipeline registers into."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, config: StackConfig, key: kms.IKey
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
-        self.group_name = group_name = config.resource_prefix
+        group_names = [config.group_name(stage) for stage in config.stages]
+        self.group_name = group_names[0]
 
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(
@@ -48,7 +50,7 @@ class Registry(Construct):
                     "sagemaker:DeleteModelPackageGroup",
                     "sagemaker:AddTags",
                 ],
-                resources=[arn("model-package-group", group_name)],
+                resources=[arn("model-package-group", name) for name in group_names],
             ),
             # ListModelPackages has no resource-level permissions.
             iam.PolicyStatement(
@@ -60,7 +62,7 @@ class Registry(Construct):
                 iam.PolicyStatement(
                     sid="DeleteVersions",
                     actions=["sagemaker:DeleteModelPackage"],
-                    resources=[arn("model-package", f"{group_name}/*")],
+                    resources=[arn("model-package", f"{name}/*") for name in group_names],
                 )
             )
         self.handler = CustomResourceHandler(
@@ -75,23 +77,29 @@ class Registry(Construct):
             statements=statements,
             timeout=Duration.minutes(5),
         )
-        self.group = CustomResource(
-            self,
-            "Group",
-            service_token=self.handler.provider.service_token,
-            resource_type="Custom::ModelPackageGroup",
-            properties={
-                "GroupName": group_name,
-                "Description": "bincount: item-count classifiers for bin photos",
-                "DeleteVersions": "true" if config.removal == "destroy" else "false",
-            },
-        )
-        self.group_arn = self.group.get_att_string("GroupArn")
+        self.groups = {
+            name: CustomResource(
+                self,
+                "Group" if index == 0 else f"Group{stage.name.title().replace('-', '')}",
+                service_token=self.handler.provider.service_token,
+                resource_type="Custom::ModelPackageGroup",
+                properties={
+                    "GroupName": name,
+                    "Description": f"bincount: item-count classifiers, {stage.name} stage",
+                    "DeleteVersions": "true" if config.removal == "destroy" else "false",
+                },
+            )
+            for index, (stage, name) in enumerate(zip(config.stages, group_names, strict=True))
+        }
+        self.group = self.groups[self.group_name]
         findings = {
             "Resource::*": "ListModelPackages has no resource-level permissions in IAM.",
-            f"Resource::arn:<AWS::Partition>:sagemaker:{stack.region}:<AWS::AccountId>:"
-            f"model-package/{group_name}/*": "Deletes only the versions of this stack's own "
-            "group, and only where removal is destroy.",
+            **{
+                f"Resource::arn:<AWS::Partition>:sagemaker:{stack.region}:<AWS::AccountId>:"
+                f"model-package/{name}/*": "Deletes only the versions of this stack's own "
+                "groups, and only where removal is destroy."
+                for name in group_names
+            },
         }
         Validations.of(self.handler.role).acknowledge(
             *(

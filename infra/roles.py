@@ -221,6 +221,22 @@ class Roles(Construct):
                 ],
             )
         )
+        if not config.pipeline_may_approve:
+            # Enforced where the code cannot be bypassed: whoever starts an execution with
+            # ModelApprovalStatus=Approved gets AccessDenied at Register, not a deployment.
+            pipe.add_to_policy(
+                iam.PolicyStatement(
+                    sid="RegisterOnlyPending",
+                    effect=iam.Effect.DENY,
+                    actions=["sagemaker:CreateModelPackage"],
+                    resources=["*"],
+                    conditions={
+                        "StringNotEquals": {
+                            "sagemaker:ModelApprovalStatus": "PendingManualApproval"
+                        }
+                    },
+                )
+            )
         pipe.add_to_policy(
             iam.PolicyStatement(
                 sid="PassJobRole",
@@ -268,7 +284,10 @@ class Roles(Construct):
             iam.PolicyStatement(
                 sid="DataCaptureObjects",
                 actions=["s3:PutObject", "s3:AbortMultipartUpload"],
-                resources=[bucket.arn_for_objects(f"{config.data_capture_prefix}/*")],
+                resources=[
+                    bucket.arn_for_objects(f"{stage.data_capture_prefix}/*")
+                    for stage in config.stages
+                ],
             ),
             iam.PolicyStatement(
                 sid="UseProjectKey", actions=list(KMS_USE), resources=[key.key_arn]
@@ -376,8 +395,11 @@ class Roles(Construct):
         model_findings = {
             f"Resource::{data}/{prefix}/executions/*": "The endpoint reads its model.tar.gz, "
             "which Train wrote under executions/<execution id>/Train/, read-only.",
-            f"Resource::{data}/{config.data_capture_prefix}/*": "The endpoint writes data "
-            "capture files under time-partitioned keys below the endpoint's capture prefix.",
+            **{
+                f"Resource::{data}/{stage.data_capture_prefix}/*": "The endpoint writes data "
+                "capture files under time-partitioned keys below the endpoint's capture prefix."
+                for stage in config.stages
+            },
             "Resource::*": "ecr:GetAuthorizationToken has no resource-level permissions; "
             "PutMetricData is held to /aws/sagemaker/* by the cloudwatch:namespace condition"
             + (

@@ -29,7 +29,8 @@ from pipeline.instance_types import (
     volume_kms_key,
 )
 from pipeline.packaging import CodeArchive, StagingSession, code_archive
-from pipeline.settings import Settings
+from pipeline.parameters import check_value
+from pipeline.settings import APPROVAL_STATUSES, Settings  # noqa: F401 (re-exported)
 
 # Names shared with the containers and the local runner (ARCHITECTURE.md).
 PREPARE, TRAIN, EVALUATE, GATE = "Prepare", "Train", "Evaluate", "QualityGate"
@@ -43,7 +44,6 @@ CODE_CHANNEL_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 CONTENT_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/json")
 RESPONSE_TYPES = ("application/json",)
 ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "smallcnn")
-APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 # One line per epoch from training/train.py: "epoch=3 train_loss=0.8123 ... images_per_s=812.3".
 METRIC_NAMES = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mae", "lr", "images_per_s")
 
@@ -232,6 +232,12 @@ def build(settings: Settings) -> Built:
         pipeline = _define(settings, session, processing_code, training_code)
         # The SDK runs the processors (and so "uploads" runproc.sh) only while serializing.
         definition = json.loads(pipeline.definition())
+    for parameter in definition["Parameters"]:
+        # A default that the start-time checker would refuse must not reach a definition.
+        try:
+            check_value(parameter, parameter["DefaultValue"])
+        except ValueError as error:
+            raise ValueError(f"default of {error}") from None
     text = json.dumps(definition, indent=2, sort_keys=True) + "\n"
     return Built(pipeline=pipeline, definition=text, staged=dict(session.staged))
 
@@ -270,11 +276,21 @@ def _define(
     source_uri = ParameterString("SourceUri", default_value=d.source_uri)
     file_list_uri = ParameterString("FileListUri", default_value=d.file_list_uri)
     per_class_cap = ParameterInteger("PerClassCap", default_value=d.per_class_cap)
+    # Prepare fails when more of the selection than this is skipped as unusable (processing/
+    # prepare.py --max-skip-fraction); transient read errors are retried, never skipped.
+    max_skip_fraction = ParameterFloat("MaxSkipFraction", default_value=d.max_skip_fraction)
     accuracy_threshold = ParameterFloat("AccuracyThreshold", default_value=d.accuracy_threshold)
+    # Smallest splits Train and Evaluate accept (they exit 2 below them; see train.py).
+    min_train_images = ParameterInteger("MinTrainImages", default_value=d.min_train_images)
+    min_validation_images = ParameterInteger(
+        "MinValidationImages", default_value=d.min_validation_images
+    )
+    min_test_images = ParameterInteger("MinTestImages", default_value=d.min_test_images)
     model_approval_status = ParameterString(
         "ModelApprovalStatus",
         default_value=d.model_approval_status,
-        enum_values=list(APPROVAL_STATUSES),
+        # Where the pipeline may not approve (prod), only PendingManualApproval; IAM enforces it.
+        enum_values=list(settings.approval_statuses),
     )
     endpoint_name = ParameterString("EndpointName", default_value=d.endpoint_name)
     parameters = [
@@ -290,7 +306,11 @@ def _define(
         source_uri,
         file_list_uri,
         per_class_cap,
+        max_skip_fraction,
         accuracy_threshold,
+        min_train_images,
+        min_validation_images,
+        min_test_images,
         model_approval_status,
         endpoint_name,
     ]
@@ -393,6 +413,7 @@ def _define(
                 "--min-count": "1",
                 "--max-count": "5",
                 "--per-class-cap": per_class_cap.to_string(),
+                "--max-skip-fraction": max_skip_fraction.to_string(),
                 "--val-ratio": "0.1",
                 "--test-ratio": "0.1",
                 "--image-size": image_size.to_string(),
@@ -425,6 +446,8 @@ def _define(
         "patience": "5",
         "compile": "false",
         "checkpoint_dir": "/opt/ml/checkpoints",
+        "min_train_images": min_train_images.to_string(),
+        "min_validation_images": min_validation_images.to_string(),
         # The PyTorch image's training toolkit fetches and runs our own staged archive, so the
         # SDK has no driver files to upload under a timestamped key. A network-isolated job cannot
         # reach S3 itself: SageMaker delivers the archive as the `code` channel instead (as SDK
@@ -538,6 +561,7 @@ def _define(
                 "--model-dir": "/opt/ml/processing/model",
                 "--test-dir": "/opt/ml/processing/test",
                 "--output-dir": "/opt/ml/processing/evaluation",
+                "--min-test-images": min_test_images.to_string(),
             }
         ),
     )

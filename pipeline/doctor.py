@@ -131,7 +131,20 @@ def quota_needs(config: StackConfig, settings: Settings) -> list[QuotaNeed]:
     """Instances the pipeline's defaults and the endpoint use at once, per quota."""
     defaults = settings.defaults
     training_use = SPOT_TRAINING_USE if settings.spot else TRAINING_USE
-    endpoint_peak = max(config.endpoint_instance_count, config.autoscaling_max)
+    # A blue/green update provisions the new fleet beside the old one at its full size; stages
+    # on the same instance type share its quota. Serverless stages use no instance quota.
+    endpoint_needs: dict[str, list[str]] = {}
+    endpoint_counts: dict[str, int] = {}
+    for stage in config.stages:
+        if stage.serverless:
+            continue
+        peak = max(stage.instance_count, stage.autoscaling_max)
+        endpoint_counts[stage.instance_type] = (
+            endpoint_counts.get(stage.instance_type, 0) + 2 * peak
+        )
+        endpoint_needs.setdefault(stage.instance_type, []).append(
+            f"{stage.name}: 2 x {peak} instances during a blue/green update"
+        )
     return [
         QuotaNeed(
             defaults.training_instance_type,
@@ -146,12 +159,9 @@ def quota_needs(config: StackConfig, settings: Settings) -> list[QuotaNeed]:
             defaults.processing_instance_count,
             f"Prepare/Evaluate: ProcessingInstanceCount {defaults.processing_instance_count}",
         ),
-        # A blue/green update provisions the new fleet beside the old one at its full size.
-        QuotaNeed(
-            config.endpoint_instance_type,
-            ENDPOINT_USE,
-            2 * endpoint_peak,
-            f"endpoint: 2 x {endpoint_peak} instances during a blue/green update",
+        *(
+            QuotaNeed(instance_type, ENDPOINT_USE, count, "; ".join(endpoint_needs[instance_type]))
+            for instance_type, count in endpoint_counts.items()
         ),
     ]
 

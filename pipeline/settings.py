@@ -18,6 +18,7 @@ from pipeline.instance_types import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,15 @@ class ParameterDefaults:
     source_uri: str = "s3://aft-vbi-pds"
     file_list_uri: str = "bundled"
     per_class_cap: int = 0
+    # At most 1% of a curated list unusable: room for a few bad files, while a wrong prefix or
+    # a role without read access fails the run (processing/prepare.py's default too).
+    max_skip_fraction: float = 0.01
     accuracy_threshold: float = 0.5
+    # Smallest splits worth training on and judging by (justified in training/train.py and
+    # processing/evaluate.py, whose own defaults these equal).
+    min_train_images: int = 250
+    min_validation_images: int = 100
+    min_test_images: int = 200
     model_approval_status: str = "PendingManualApproval"
     endpoint_name: str = "bincount"
 
@@ -66,6 +75,9 @@ class Settings:
     # Where registered versions may serve, the deployer's (the endpoint's) type first: it picks
     # the inference image (CPU or GPU), and the rest of the list is of the same kind.
     inference_instance_types: tuple[str, ...] = ("ml.m5.large", "ml.m5.xlarge", "ml.c5.xlarge")
+    # What the ModelApprovalStatus parameter may be (its EnumValues): only
+    # PendingManualApproval where the pipeline may not approve its own versions.
+    approval_statuses: tuple[str, ...] = APPROVAL_STATUSES
     max_training_seconds: int = 4 * 3600
     max_spot_wait_seconds: int = 8 * 3600
     cache_expire_after: str = "P30D"
@@ -89,6 +101,11 @@ class Settings:
                 raise ValueError(
                     f"default {name} {value!r} is not one the pipeline allows: {', '.join(allowed)}"
                 )
+        if d.model_approval_status not in self.approval_statuses:
+            raise ValueError(
+                f"default model_approval_status {d.model_approval_status!r} is not one of "
+                f"{self.approval_statuses}"
+            )
         if not self.inference_instance_types:
             raise ValueError("Settings.inference_instance_types must not be empty")
         kinds = {is_accelerated(t) for t in self.inference_instance_types}

@@ -3,12 +3,14 @@
 Runs as a SageMaker Processing script (and locally the same way):
 
     python evaluate.py --model-dir /opt/ml/processing/model --test-dir /opt/ml/processing/test \
-        --output-dir /opt/ml/processing/evaluation
+        --output-dir /opt/ml/processing/evaluation --min-test-images 200
 
 The model is loaded through its own `code/inference.py` (model_fn, predict_fn), so what is
 judged is exactly what will serve. Writes `evaluation.json` in SageMaker's model-quality format
 (what the quality gate reads and the registry shows), `confusion_matrix.png` and
-`predictions.csv`.
+`predictions.csv`. A test split smaller than --min-test-images is refused (exit 2) before the
+model is loaded: on a handful of images any accuracy, 1.0 included, means nothing, and the
+report states the test-set size and the accuracy's 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import exit_message
 import numpy as np
 from atomic_io import write_atomic
+
+# Smallest test split the gate may judge on (pipeline MinTestImages): at 200 images the
+# accuracy's 95% interval is at most about +-0.07 wide each side (Wilson, near 0.5, where it
+# is widest: 0.98/sqrt(n)), fine enough to tell a model from the AccuracyThreshold.
+MIN_TEST_IMAGES = 200
+Z_95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
 class EvaluationError(RuntimeError):
@@ -41,9 +50,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-dir", type=Path, required=True, help="Prepare's test shards (*.npz)")
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--min-test-images",
+        type=int,
+        default=MIN_TEST_IMAGES,
+        help="refuse to judge a model on fewer test images (pipeline parameter MinTestImages)",
+    )
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be at least 1, got {args.batch_size}")
+    for name in ("batch_size", "min_test_images"):
+        if getattr(args, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            p.error(f"{flag} must be at least 1, got {getattr(args, name)}")
     return args
 
 
@@ -95,6 +112,30 @@ def find_test_shards(test_dir: Path) -> list[Path]:
     return shards
 
 
+def count_test_images(shards: list[Path]) -> int:
+    """Images in the test shards, from their labels alone (no pixels read)."""
+    total = 0
+    for shard in shards:
+        try:
+            with np.load(shard) as data:
+                total += len(data["labels"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise EvaluationError(f"test shard {shard.name} is unreadable: {exc}") from None
+    return total
+
+
+def require_test_images(shards: list[Path], minimum: int) -> int:
+    count = count_test_images(shards)
+    if count < minimum:
+        raise EvaluationError(
+            f"the test split has {count} image{'s' if count != 1 else ''}, fewer than the "
+            f"{minimum} required to judge a model: lower --min-test-images (MinTestImages) only "
+            "if that is intended, or give Prepare more data (PerClassCap, the file list, the "
+            "split ratios)"
+        )
+    return count
+
+
 def predict_split(serving: ModuleType, model: Any, shards: list[Path], batch_size: int):
     """(ids, true counts, predicted counts, probabilities) over every shard, batch by batch."""
     import torch
@@ -124,6 +165,17 @@ def predict_split(serving: ModuleType, model: Any, shards: list[Path], batch_siz
 
 def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else 0.0
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> list[float]:
+    """[low, high] of the Wilson score interval for a binomial proportion: unlike the normal
+    approximation it stays inside [0, 1] and is honest at 0/n and n/n (1/1 gives [0.21, 1])."""
+    if not n:
+        return [0.0, 1.0]
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def classification_metrics(truth: np.ndarray, pred: np.ndarray, classes: list[int]) -> dict:
@@ -186,6 +238,8 @@ def build_report(truth: np.ndarray, pred: np.ndarray, classes: list[int], meta: 
         },
         "baseline": majority_baseline(truth, classes),
         "test_images": len(truth),
+        # Where the true accuracy lies, 95% of the time: what the gate's decision is worth.
+        "accuracy_confidence_interval_95": wilson_interval(int((truth == pred).sum()), len(truth)),
         "model": {k: meta.get(k) for k in ("arch", "image_size", "version")},
     }
 
@@ -232,10 +286,17 @@ def predictions_csv(ids, truth, pred, probabilities, classes) -> bytes:
     return buf.getvalue().encode()
 
 
-def evaluate(model_dir: Path, test_dir: Path, output_dir: Path, batch_size: int = 256) -> dict:
+def evaluate(
+    model_dir: Path,
+    test_dir: Path,
+    output_dir: Path,
+    batch_size: int = 256,
+    min_test_images: int = MIN_TEST_IMAGES,
+) -> dict:
     """Write evaluation.json, confusion_matrix.png and predictions.csv; return the report."""
     started = time.perf_counter()
     shards = find_test_shards(test_dir)
+    require_test_images(shards, min_test_images)
     with tempfile.TemporaryDirectory(prefix="bincount-model-") as scratch:
         root = unpack_model(model_dir, Path(scratch))
         meta = json.loads((root / "model.json").read_text(encoding="utf-8"))
@@ -265,14 +326,18 @@ def evaluate(model_dir: Path, test_dir: Path, output_dir: Path, batch_size: int 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        report = evaluate(args.model_dir, args.test_dir, args.output_dir, args.batch_size)
+        report = evaluate(
+            args.model_dir, args.test_dir, args.output_dir, args.batch_size, args.min_test_images
+        )
     except EvaluationError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
     accuracy = report["multiclass_classification_metrics"]["accuracy"]["value"]
+    low, high = report["accuracy_confidence_interval_95"]
     baseline = report["baseline"]
     print(
         f"evaluate: {report['test_images']} test images: accuracy={accuracy:.4f} "
+        f"(95% interval {low:.4f}..{high:.4f}) "
         f"mae={report['counting_metrics']['mae']['value']:.4f} "
         f"(majority baseline: count {baseline['majority_class']}, "
         f"accuracy={baseline['accuracy']:.4f} mae={baseline['mae']:.4f}) -> {args.output_dir}"
@@ -281,4 +346,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A failure's reason also goes to /opt/ml/output/message: Studio shows it for the step.
+    raise SystemExit(exit_message.run(main))

@@ -1,8 +1,12 @@
 """Fetch, check and decode each selected image concurrently, in a bounded window.
 
 Results come back in selection order (so outputs are reproducible), with at most `window`
-items in flight: memory stays bounded however large the selection. With a cache folder,
-fetched objects are kept there and reused on the next run when they are still valid.
+items in flight: memory stays bounded however large the selection. Each item ends as an
+Outcome: usable, or skipped for a content defect with its reason (missing or forbidden
+object, bad metadata, count out of range, undecodable image). Nothing else is a skip:
+transient source failures are retried by the source, and what remains (out of retries, disk
+full, permission denied on the cache) stops the job, and every other fetch with it.
+With a cache, objects are reused while the source confirms they are unchanged.
 """
 
 from __future__ import annotations
@@ -12,15 +16,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-from atomic_io import write_atomic
+from cache import ContentCache
 from decoding import BadImage, decode_image
 from metadata import expected_quantity
 from selection import Item
-from sources import ObjectMissing
+from sources import ObjectForbidden, ObjectMissing
 
 log = logging.getLogger("prepare")
 T = TypeVar("T")
@@ -39,29 +42,42 @@ class Outcome:
 
 
 class Fetcher:
-    """Turns one Item into an Outcome; never raises (one bad item never stops the job)."""
+    """Turns one Item into an Outcome; raises only what must stop the job."""
 
-    def __init__(self, source, image_size: int, min_count: int, max_count: int, cache_dir=None):
+    def __init__(
+        self,
+        source,
+        image_size: int,
+        min_count: int,
+        max_count: int,
+        cache: ContentCache | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ):
         self.source = source
         self.size = image_size
         self.min_count, self.max_count = min_count, max_count
-        self.cache = Path(cache_dir) if cache_dir else None
+        self.cache = cache
+        self.on_failure = on_failure
 
     def __call__(self, item: Item) -> Outcome:
         try:
             return self._fetch(item)
-        except Exception as err:  # throttling past all retries, access denied, ...
-            return Outcome(item.image_id, item.label, reason="fetch_error", detail=repr(err))
+        except BaseException as err:
+            if self.on_failure is not None:  # stop the other fetches: this job has failed
+                self.on_failure(str(err) or repr(err))
+            raise
 
     def _fetch(self, item: Item) -> Outcome:
         out = Outcome(item.image_id, item.label)
         if not item.from_metadata:
             try:
-                quantity = self._with_cache(
-                    f"metadata/{item.image_id}.json", out, expected_quantity
-                )
+                data = self._bytes(f"metadata/{item.image_id}.json", out)
             except ObjectMissing as err:
                 return self._skip(out, "missing_metadata", str(err))
+            except ObjectForbidden as err:
+                return self._skip(out, "forbidden_metadata", str(err))
+            try:
+                quantity = expected_quantity(data)
             except (ValueError, KeyError, TypeError) as err:
                 return self._skip(out, "bad_metadata", f"no EXPECTED_QUANTITY: {err!r}")
             if quantity != item.label:
@@ -72,10 +88,13 @@ class Fetcher:
             detail = f"count {out.label} outside [{self.min_count}, {self.max_count}]"
             return self._skip(out, "label_out_of_range", detail)
         try:
-            decode = lambda data: decode_image(data, self.size)  # noqa: E731
-            out.image = self._with_cache(f"bin-images/{item.image_id}.jpg", out, decode)
+            data = self._bytes(f"bin-images/{item.image_id}.jpg", out)
         except ObjectMissing as err:
             return self._skip(out, "missing_image", str(err))
+        except ObjectForbidden as err:
+            return self._skip(out, "forbidden_image", str(err))
+        try:
+            out.image = decode_image(data, self.size)
         except BadImage as err:
             return self._skip(out, err.reason, err.detail)
         return out
@@ -85,33 +104,39 @@ class Fetcher:
         out.reason, out.detail = reason, detail
         return out
 
-    def _with_cache(self, relative: str, out: Outcome, parse: Callable[[bytes], R]) -> R:
-        """parse(bytes) from the cache if there and valid, else from the source (then cached)."""
-        cached = self.cache / relative if self.cache else None
-        if cached is not None and cached.is_file():
-            try:
-                return parse(cached.read_bytes())
-            except Exception as err:  # a damaged cache entry: fetch it again
-                log.debug("cached %s unusable (%r); fetching it again", cached, err)
-        data = self.source.read(relative)
-        out.downloaded += len(data)
-        if cached is not None:
-            write_atomic(cached, data)
-        return parse(data)
+    def _bytes(self, relative: str, out: Outcome) -> bytes:
+        """The object's bytes: the cached copy while the source confirms it, else fetched."""
+        entry = self.cache.load(relative) if self.cache else None
+        fetched = self.source.fetch(relative, entry.identity if entry else None)
+        if fetched.data is None and entry is not None:
+            return entry.data
+        if fetched.data is None:  # a source that answers "unchanged" to nothing known
+            raise AssertionError(f"{relative}: no data and nothing cached")
+        out.downloaded += len(fetched.data)
+        if self.cache is not None:
+            self.cache.store(relative, fetched.identity, fetched.data)
+        return fetched.data
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int, window: int) -> Iterator[R]:
-    """fn over items on `workers` threads, results in input order, at most `window` pending."""
+    """fn over items on `workers` threads, results in input order, at most `window` pending.
+
+    When fn raises, the items not yet started are cancelled and the error is raised here.
+    """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
         pending: deque = deque()
         source = iter(items)
-        for item in source:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                break
-        while pending:
-            result = pending.popleft().result()
+        try:
             for item in source:
                 pending.append(pool.submit(fn, item))
-                break
-            yield result
+                if len(pending) >= window:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                for item in source:
+                    pending.append(pool.submit(fn, item))
+                    break
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()

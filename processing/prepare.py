@@ -6,9 +6,12 @@
 
 Writes ARCHITECTURE.md's data contract: `train|validation|test/<host>-<nnnnn>.npz` and
 `report/{manifest,skipped,stats}-<host>.*`. With several processing hosts each takes a
-disjoint share of the selection. Unusable items (missing/corrupt/truncated image, missing
-metadata, count out of range) are skipped and listed with the reason; when metadata's
-EXPECTED_QUANTITY disagrees with the list's class, the metadata wins (and stats count it).
+disjoint share of the selection. Unusable items (missing/forbidden/corrupt/truncated image,
+missing or bad metadata, count out of range) are skipped and listed with the reason; when
+metadata's EXPECTED_QUANTITY disagrees with the list's class, the metadata wins (and stats
+count it). Transient source failures are retried, never skipped; a job that cannot deliver
+(out of retries, disk full, permission denied, more skipped than --max-skip-fraction, an id
+unaccounted for) exits non-zero with the cause and leaves the previous output untouched.
 """
 
 from __future__ import annotations
@@ -23,12 +26,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import exit_message
+from accounting import SkipGate, by_reason, check_accounting
 from atomic_io import write_atomic
+from cache import ContentCache
+from failures import PrepareFailed
 from fetching import Fetcher, Outcome, ordered_map
 from hosts import current_host
-from selection import cap_per_class, in_range, load_file_list, scan
+from retrying import Retrier
+from selection import Rejected, cap_per_class, in_range, load_file_list, scan
 from shards import ShardWriter
-from sources import open_source
+from sources import is_transient, open_source
 from splitting import SPLITS, check_ratios, split_of
 from staging import Staging
 from tqdm import tqdm
@@ -54,7 +62,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("BINCOUNT_PREPARE_CACHE") or None,
         help="keep fetched objects here and reuse them on the next run (resume)",
     )
+    p.add_argument(
+        "--max-skip-fraction",
+        type=float,
+        default=0.01,
+        help="fail when more of this host's selection is skipped (label_out_of_range excepted)",
+    )
+    p.add_argument("--max-attempts", type=int, default=12, help="tries per S3 request")
+    p.add_argument(
+        "--retry-budget",
+        type=float,
+        default=3.0,
+        help="retries the whole job may spend per object requested (plus 100)",
+    )
+    p.add_argument("--backoff-seconds", type=float, default=0.25, help="first retry's backoff")
     args = p.parse_args(argv)
+    if not 0 <= args.max_skip_fraction <= 1:
+        p.error(f"--max-skip-fraction must be in [0, 1], got {args.max_skip_fraction}")
+    if args.max_attempts < 1:
+        p.error(f"--max-attempts must be >= 1, got {args.max_attempts}")
+    if args.retry_budget < 0 or args.backoff_seconds < 0:
+        p.error("--retry-budget and --backoff-seconds must be >= 0")
     if args.image_size < 8:
         p.error(f"--image-size must be >= 8, got {args.image_size}")
     if args.workers < 1:
@@ -64,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def select(args: argparse.Namespace, source) -> list:
+def select(args: argparse.Namespace, source) -> tuple[list, list[Rejected]]:
+    """The selected items, and the ids a scan found unusable (reported as skipped)."""
     if args.file_list == "scan":
         return scan(
             source.list_names,
@@ -78,7 +107,7 @@ def select(args: argparse.Namespace, source) -> list:
     # Out-of-range classes in a list are kept here so that the report names them.
     kept = in_range(listed, args.min_count, args.max_count)
     outside = [i for i in listed if not args.min_count <= i.label <= args.max_count]
-    return cap_per_class(kept, args.per_class_cap) + outside
+    return cap_per_class(kept, args.per_class_cap) + outside, []
 
 
 def progress(total: int, host: str) -> tqdm:
@@ -98,12 +127,17 @@ def run(args: argparse.Namespace) -> dict:
     check_ratios(args.val_ratio, args.test_ratio)
     started = time.perf_counter()
     host = current_host()
-    source = open_source(args.source, args.workers)
+    retrier = Retrier(
+        is_transient, args.max_attempts, args.backoff_seconds, per_object=args.retry_budget
+    )
+    source = open_source(args.source, args.workers, retrier)
     source.check()
-    selection = select(args, source)
-    if not selection:
+    cache = ContentCache(args.cache_dir) if args.cache_dir else None
+    selection, rejected = select(args, source)
+    if not selection and not rejected:
         raise SystemExit(f"prepare: the selection from {args.source} ({args.file_list}) is empty")
     share = [item for item in selection if host.owns(item.image_id)]
+    unusable = [r for r in rejected if host.owns(r.image_id)]
     log.info(
         "selected %d images from %s (%s); host %s (%d of %d) takes %d",
         len(selection),
@@ -116,9 +150,14 @@ def run(args: argparse.Namespace) -> dict:
     )
     selected_at = time.perf_counter()
     output_dir = Path(args.output_dir)
-    fetcher = Fetcher(source, args.image_size, args.min_count, args.max_count, args.cache_dir)
+    fetcher = Fetcher(
+        source, args.image_size, args.min_count, args.max_count, cache, retrier.record_failure
+    )
     counts: dict[str, Counter] = {split: Counter() for split in SPLITS}
-    skipped: Counter = Counter()
+    gate = SkipGate(args.max_skip_fraction, len(share) + len(unusable), host.name)
+    skipped = gate.counts
+    delivered: list[str] = []
+    skipped_ids: list[str] = []
     relabelled = downloaded = 0
     with Staging(output_dir, host.name) as staging:
         writers = {
@@ -134,29 +173,48 @@ def run(args: argparse.Namespace) -> dict:
             manifest, skips = csv.writer(mf), csv.writer(sf)
             manifest.writerow(["id", "label", "split"])
             skips.writerow(["id", "reason", "detail"])
+
+            def skip(image_id: str, reason: str, detail: str) -> None:
+                log.warning("skipped %s: %s (%s)", image_id, reason, detail)
+                skips.writerow([image_id, reason, detail])
+                skipped_ids.append(image_id)
+                gate.add(reason)
+
+            for unused in unusable:
+                skip(unused.image_id, unused.reason, unused.detail)
             window = max(64, args.workers * 4)
             outcome: Outcome
-            for outcome in ordered_map(fetcher, share, args.workers, window):
-                downloaded += outcome.downloaded
-                bar.update(1)
-                if outcome.reason:
-                    skipped[outcome.reason] += 1
-                    skips.writerow([outcome.image_id, outcome.reason, outcome.detail])
-                    continue
-                relabelled += outcome.relabelled_from is not None
-                split = split_of(outcome.image_id, args.val_ratio, args.test_ratio)
-                writers[split].add(outcome.image_id, outcome.label, outcome.image)
-                counts[split][outcome.label] += 1
-                manifest.writerow([outcome.image_id, outcome.label, split])
+            try:
+                for outcome in ordered_map(fetcher, share, args.workers, window):
+                    downloaded += outcome.downloaded
+                    bar.update(1)
+                    if outcome.reason:
+                        skip(outcome.image_id, outcome.reason, outcome.detail)
+                        continue
+                    relabelled += outcome.relabelled_from is not None
+                    split = split_of(outcome.image_id, args.val_ratio, args.test_ratio)
+                    writers[split].add(outcome.image_id, outcome.label, outcome.image)
+                    counts[split][outcome.label] += 1
+                    manifest.writerow([outcome.image_id, outcome.label, split])
+                    delivered.append(outcome.image_id)
+            except BaseException as err:
+                retrier.record_failure(str(err) or repr(err))  # stop the fetches still waiting
+                raise
         for writer in writers.values():
             writer.flush()
         usable = sum(w.count for w in writers.values())
         fetched_at = time.perf_counter()
-        if share and not usable:
-            reasons = ", ".join(f"{r}: {n}" for r, n in skipped.most_common())
+        check_accounting([i.image_id for i in share] + [r.image_id for r in unusable],
+                         delivered, skipped_ids)  # fmt: skip
+        if usable != len(delivered):
+            raise PrepareFailed(
+                f"prepare: {usable} images in the shards but {len(delivered)} in the manifest"
+            )
+        if (share or unusable) and not usable:
             raise SystemExit(
-                f"prepare: no usable image among the {len(share)} selected for host "
-                f"{host.name} from {args.source} (skipped: {reasons}); see the log above"
+                f"prepare: no usable image among the {len(share) + len(unusable)} selected for "
+                f"host {host.name} from {args.source} (skipped: {by_reason(skipped)}); "
+                "see the log above"
             )
         if not share:
             log.warning("host %s got no share of the %d images", host.name, len(selection))
@@ -167,13 +225,16 @@ def run(args: argparse.Namespace) -> dict:
             "file_list": args.file_list,
             "image_size": args.image_size,
             "selected": len(selection),
-            "assigned": len(share),
+            "assigned": len(share) + len(unusable),
             "usable": usable,
             "counts": {s: {str(k): v for k, v in sorted(c.items())} for s, c in counts.items()},
             "skipped": dict(sorted(skipped.items())),
             "relabelled_from_metadata": relabelled,
             "shards": {s: len(w.written) for s, w in writers.items()},
             "bytes_downloaded": downloaded,
+            "requests": retrier.requests,
+            "retries": retrier.retries,
+            "max_skip_fraction": args.max_skip_fraction,
             "seconds": {
                 "select": round(selected_at - started, 3),
                 "fetch_decode_write": round(fetched_at - selected_at, 3),
@@ -206,9 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)
-    run(parse_args(argv))
+    args = parse_args(argv)
+    try:
+        run(args)
+    except OSError as err:  # disk full, permission denied, ... on the output: stop, say why
+        raise PrepareFailed(f"prepare: stopped by the environment: {err}") from err
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # A failure's reason also goes to /opt/ml/output/message: Studio shows it for the step.
+    raise SystemExit(exit_message.run(main))

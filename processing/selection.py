@@ -4,6 +4,10 @@ A list maps a count (the class, as a string key) to metadata paths, e.g.
 `{"1": ["data/metadata/00710.json", ...]}`; the id is the file name without `.json` and
 stays a string (`01044` and `1044` are different images). The selection is returned in a
 fixed order (by a hash of the id), so shards are reproducible and mix the classes.
+
+Ids become file names, so they must be plain names (ids.py): a list naming anything else is
+malformed and refused whole; a scanned bucket key that is no plain name is reported as a
+`bad_id` skip, as are metadata files a scan could not use (missing, forbidden, no count).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from botocore.exceptions import ClientError
+from ids import id_problem
 from metadata import expected_quantity
-from sources import ObjectMissing, read_uri
+from sources import ObjectForbidden, ObjectMissing, read_uri
 
 log = logging.getLogger("prepare")
 BUNDLED_LIST = Path(__file__).resolve().parent / "file_list.json"
@@ -29,6 +34,15 @@ class Item:
     image_id: str
     label: int  # the count the selection claims; metadata's EXPECTED_QUANTITY is checked later
     from_metadata: bool = False  # True when `label` was read from the metadata itself (scan)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A scanned id that cannot be selected, reported as skipped with the reason."""
+
+    image_id: str
+    reason: str
+    detail: str
 
 
 def order_key(image_id: str) -> bytes:
@@ -60,6 +74,9 @@ def parse_file_list(payload: bytes, origin: str) -> list[Item]:
                     "metadata/<id>.json"
                 )
             image_id = name.removesuffix(".json")
+            problem = id_problem(image_id)
+            if problem:
+                raise SystemExit(f"prepare: file list {origin}: class {key}: image id {problem}")
             previous = items.get(image_id)
             if previous is not None and previous.label != int(key):
                 raise SystemExit(
@@ -75,7 +92,7 @@ def load_file_list(selector: str) -> list[Item]:
     origin = str(BUNDLED_LIST) if selector == "bundled" else selector
     try:
         payload = read_uri(origin)
-    except (OSError, ObjectMissing, ClientError) as err:
+    except (OSError, ObjectMissing, ObjectForbidden, ClientError) as err:
         raise SystemExit(f"prepare: cannot read file list {origin}: {err}") from err
     return parse_file_list(payload, origin)
 
@@ -91,23 +108,41 @@ def scan(
     max_count: int,
     per_class_cap: int,
     workers: int,
-) -> list[Item]:
+) -> tuple[list[Item], list[Rejected]]:
     """List metadata/, read metadata in hash order, keep counts in range, cap each class.
 
     Every host computes the same selection (same hash order, same stopping point); reading
-    stops as soon as every class in range is full, so a small cap reads little.
+    stops as soon as every class in range is full, so a small cap reads little. Returns the
+    items and the ids read that could not be used (with the reason). Failures to read
+    (throttling past all retries, ...) are not rejections: they stop the job.
     """
-    ids = [n.removesuffix(".json") for n in list_names("metadata") if n.endswith(".json")]
+    ids, rejected, seen = [], [], set()
+    for name in list_names("metadata"):
+        image_id = name.removesuffix(".json")
+        if not name.endswith(".json") or image_id in seen:
+            continue
+        seen.add(image_id)
+        problem = id_problem(image_id)
+        if problem:
+            rejected.append(Rejected(image_id, "bad_id", f"metadata/{name}: {problem}"))
+        else:
+            ids.append(image_id)
     ids.sort(key=order_key)
-    log.info("scan: %d metadata files listed", len(ids))
+    log.info("scan: %d metadata files listed", len(ids) + len(rejected))
     wanted = range(min_count, max_count + 1)
     taken: dict[int, list[Item]] = {count: [] for count in wanted}
 
-    def quantity(image_id: str) -> int | None:
+    def quantity(image_id: str) -> int | Rejected:
         try:
-            return expected_quantity(read(f"metadata/{image_id}.json"))
-        except Exception:  # unreadable, unreachable or non-integer: not selectable, never fatal
-            return None
+            data = read(f"metadata/{image_id}.json")
+        except ObjectMissing as err:  # listed, then deleted
+            return Rejected(image_id, "missing_metadata", str(err))
+        except ObjectForbidden as err:
+            return Rejected(image_id, "forbidden_metadata", str(err))
+        try:
+            return expected_quantity(data)
+        except (ValueError, KeyError, TypeError) as err:
+            return Rejected(image_id, "bad_metadata", f"no EXPECTED_QUANTITY: {err!r}")
 
     def full() -> bool:
         return per_class_cap > 0 and all(len(v) >= per_class_cap for v in taken.values())
@@ -117,12 +152,15 @@ def scan(
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
             for image_id, count in zip(chunk, pool.map(quantity, chunk), strict=True):
-                if count in taken and (per_class_cap <= 0 or len(taken[count]) < per_class_cap):
+                if isinstance(count, Rejected):
+                    rejected.append(count)
+                elif count in taken and (per_class_cap <= 0 or len(taken[count]) < per_class_cap):
                     taken[count].append(Item(image_id, count, from_metadata=True))
             if full():
                 break
     chosen = [item for count in wanted for item in taken[count]]
-    return sorted(chosen, key=lambda item: order_key(item.image_id))
+    rejected.sort(key=lambda r: order_key(r.image_id))
+    return sorted(chosen, key=lambda item: order_key(item.image_id)), rejected
 
 
 def cap_per_class(items: list[Item], per_class_cap: int) -> list[Item]:

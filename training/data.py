@@ -43,6 +43,52 @@ class InMemoryImages:
         return InMemoryImages(self.images.pin_memory(), self.labels.pin_memory())
 
 
+def count_images(folder: str | Path) -> int:
+    """Images in `folder`'s shards, read from their labels' .npy headers alone (no pixels);
+    DataError for a folder load_split would refuse for its layout, in its words."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data channel {folder} does not exist")
+    shards = sorted(folder.glob("*.npz"))
+    if not shards:
+        raise DataError(f"data channel {folder} holds no *.npz shards")
+    total = 0
+    for shard in shards:
+        try:
+            with zipfile.ZipFile(shard) as archive:
+                if "labels.npy" not in archive.namelist():
+                    raise DataError(f"{shard} lacks labels")
+                with archive.open("labels.npy") as f:
+                    major, _minor = np.lib.format.read_magic(f)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if major == 1
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _fortran, _dtype = read_header(f)
+        except DataError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DataError(f"{shard} is not a readable npz shard: {exc}") from None
+        total += int(shape[0]) if shape else 0
+    if not total:
+        raise DataError(f"data channel {folder} holds shards but no images")
+    return total
+
+
+def require_images(folder: str | Path, minimum: int, split: str, option: str) -> int:
+    """The image count of `folder`; DataError naming both sizes and `option` when it is below
+    `minimum` (a split that small cannot train or judge a model)."""
+    count = count_images(folder)
+    if count < minimum:
+        raise DataError(
+            f"the {split} split ({folder}) has {count} image{'s' if count != 1 else ''}, "
+            f"fewer than the {minimum} required: lower {option} only if that is intended, "
+            "or give Prepare more data (PerClassCap, the file list, the split ratios)"
+        )
+    return count
+
+
 def load_split(folder: str | Path) -> InMemoryImages:
     """Every `*.npz` in `folder`, sorted by name, concatenated; labels turned into class indices."""
     folder = Path(folder)

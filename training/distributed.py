@@ -62,6 +62,15 @@ def broadcast_flag(flag: bool, ctx: DistContext) -> bool:
     return bool(t.item())
 
 
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True on every rank when `flag` is True on any (a stop every rank must take together)."""
+    if not ctx.distributed:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     """Rank 0's picklable `obj` on every rank (a resumed checkpoint, once per job)."""
     if not ctx.distributed:

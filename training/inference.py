@@ -9,18 +9,23 @@ Response (`application/json`):
 `{"predictions": [{"count": 3, "probabilities": {"1": 0.01, ..., "5": 0.02}}, ...],
   "model_version": "..."}`
 
-Bad requests raise ServingError with status 400 (malformed), 413 (too large) or 415
-(unsupported content type). Images are decoded and resized exactly as Prepare does (JPEG
-draft decode, RGB, bilinear square resize), then normalised as in training.
+Bad requests raise ServingError with status 400 (malformed), 413 (too large: bytes, images,
+pixels of one image or MAX_REQUEST_PIXELS decoded pixels per request) or 415 (unsupported
+content type); in a batch the message names the image by its index (`image 3`). 16-bit
+grey PNGs are scaled to 8 bits, as PIL does for 16-bit colour. Images are decoded and resized
+exactly as Prepare does (JPEG draft decode, RGB, bilinear square resize), then normalised as
+in training.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +41,10 @@ JSON_TYPE = "application/json"
 MAX_BATCH = 64
 MAX_BODY_BYTES = 20 * 2**20  # SageMaker real-time endpoints cap payloads at 6 MB anyway
 MAX_PIXELS = 40_000_000  # width x height read from the header, before any decoding
+# Pixels one request may decode, all its images together, counted after the JPEG draft scale
+# (64 bin photos of ~500x400 decode to about 3.2 million at 224 px): bounds a request's time.
+MAX_REQUEST_PIXELS = 50_000_000
+SIXTEEN_BIT_GREY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 MIN_SIDE = 8
 # The toolkit calls input_fn without the model, so model_fn leaves its input size here.
 _serving_image_size = 224
@@ -92,9 +101,37 @@ def input_fn(request_body: bytes | str | bytearray, content_type: str | None) ->
         raise bad_request("the request body is empty")
     if len(body) > MAX_BODY_BYTES:
         raise too_large(f"the request body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    images = [body] if kind in IMAGE_TYPES else _images_from_json(body)
     size = _serving_image_size
-    return torch.from_numpy(np.stack([decode_image(img, size, i) for i, img in enumerate(images)]))
+    if kind in IMAGE_TYPES:
+        opened = [open_image(body, size)]
+    else:
+        opened = []
+        try:
+            for i, data in enumerate(_images_from_json(body)):
+                opened.append(open_image(data, size, i))
+        except BaseException:
+            _close_all(opened)
+            raise
+    # Every header is read before any pixel is decoded: a request costing more than the
+    # budget is refused at once, instead of holding a worker (and the next caller) for seconds.
+    total = sum(decoded_pixels(image) for image in opened)
+    if total > MAX_REQUEST_PIXELS:
+        _close_all(opened)
+        raise too_large(
+            f"the request's {len(opened)} image(s) decode to {total} pixels; the limit per "
+            f"request is {MAX_REQUEST_PIXELS} (send fewer or smaller images per request)"
+        )
+    batch = kind == JSON_TYPE
+    try:
+        arrays = [finish_decode(im, size, i if batch else None) for i, im in enumerate(opened)]
+    finally:
+        _close_all(opened)
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _close_all(images: list[Image.Image]) -> None:
+    for image in images:
+        image.close()
 
 
 def _images_from_json(body: bytes) -> list[bytes]:
@@ -123,32 +160,82 @@ def _images_from_json(body: bytes) -> list[bytes]:
     return images
 
 
-def decode_image(data: bytes, size: int, index: int = 0) -> np.ndarray:
+def decode_image(data: bytes, size: int, index: int | None = None) -> np.ndarray:
     """Image bytes -> uint8 [size, size, 3] RGB the way Prepare decodes its shards.
 
-    The header is read first: dimensions above MAX_PIXELS are refused (413) before any pixel
-    is decoded, so a decompression bomb costs nothing.
+    `index` names the image in a batch (`image 3`) in every error; None: a lone image.
     """
-    where = f"image {index}" if index else "the image"
-    try:
-        # Only the header is read here; PIL itself refuses (DecompressionBombError) what is
-        # far beyond our own MAX_PIXELS check below. No warnings filter: it is process-wide
-        # state, and a threaded server would race on it.
+    return finish_decode(open_image(data, size, index), size, index)
+
+
+def open_image(data: bytes, size: int, index: int | None = None) -> Image.Image:
+    """The image with only its header read, checked and set to decode at Prepare's scale.
+
+    Dimensions above MAX_PIXELS are refused (413) before any pixel is decoded, so a
+    decompression bomb costs nothing; `decoded_pixels` then tells what decoding will cost.
+    """
+    where = _label(index)
+    with _decoding_errors(where):
+        # No warnings filter (for PIL's DecompressionBombWarning): it is process-wide state,
+        # and a threaded server would race on it; our MAX_PIXELS check comes first anyway.
         image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise too_large(f"{where} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels")
-        if min(width, height) < MIN_SIDE:
-            raise bad_request(f"{where} is {width}x{height}; at least {MIN_SIDE} px a side needed")
-        if image.format not in ("JPEG", "PNG"):
-            raise unsupported_type(f"{where} is {image.format}, not JPEG or PNG")
-        with image:
+        try:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise too_large(
+                    f"{where} is {width}x{height} pixels; the limit is {MAX_PIXELS} pixels"
+                )
+            if min(width, height) < MIN_SIDE:
+                raise bad_request(
+                    f"{where} is {width}x{height}; at least {MIN_SIDE} px a side needed"
+                )
+            if image.format not in ("JPEG", "PNG"):
+                raise unsupported_type(f"{where} is {image.format}, not JPEG or PNG")
             # JPEG decodes at 1/2..1/8 scale with Prepare's exact draft target (80% of the
             # size): any other target picks another scale for some photos, and the model
             # would serve on pixels unlike the ones it trained on.
             floor = max(1, (size * 4) // 5)
             image.draft("RGB", (floor, floor))
-            rgb = image.convert("RGB")
+        except BaseException:
+            image.close()
+            raise
+    return image
+
+
+def decoded_pixels(image: Image.Image) -> int:
+    """Pixels decoding will produce (after the JPEG draft scale): the request's real cost."""
+    width, height = image.size
+    return width * height
+
+
+def finish_decode(image: Image.Image, size: int, index: int | None = None) -> np.ndarray:
+    """Decode an `open_image` result to uint8 [size, size, 3] RGB (and close it)."""
+    with _decoding_errors(_label(index)), image:
+        rgb = _to_rgb(image)
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in SIXTEEN_BIT_GREY:
+        # PIL's convert("RGB") clips 16-bit grey at 255 (a white image): keep the top byte,
+        # as PIL itself does for 16-bit RGB PNGs.
+        grey = np.asarray(image).astype(np.int64)
+        top = (np.clip(grey, 0, 65535) >> 8).astype(np.uint8)
+        return Image.fromarray(top, "L").convert("RGB")
+    return image.convert("RGB")
+
+
+def _label(index: int | None) -> str:
+    return "the image" if index is None else f"image {index}"
+
+
+@contextlib.contextmanager
+def _decoding_errors(where: str) -> Iterator[None]:
+    """PIL's many exception types for damaged data, as a ServingError naming the image."""
+    try:
+        yield
     except Image.DecompressionBombError as exc:
         raise too_large(f"{where} is too large to decode: {exc}") from None
     except OSError as exc:  # UnidentifiedImageError, truncated data, broken streams
@@ -156,9 +243,6 @@ def decode_image(data: bytes, size: int, index: int = 0) -> np.ndarray:
     except (ValueError, TypeError, SyntaxError, IndexError, KeyError, EOFError) as exc:
         # Damaged headers surface as many exception types inside PIL's plugins.
         raise bad_request(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
 
 
 @torch.inference_mode()

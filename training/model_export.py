@@ -1,5 +1,8 @@
 """Writes SM_MODEL_DIR in the layout SageMaker's PyTorch inference container serves:
-model.pt, model.json, code/inference.py and the modules it imports, code/requirements.txt."""
+model.pt, model.json, code/inference.py and the modules it imports, code/requirements.txt.
+
+Nothing is written for weights that are not finite, or whose outputs on a probe batch (the
+validation images, when the trainer has them) are not: a diverged model is never exported."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from typing import Any
 
 import torch
 from atomic_files import write_atomic
-from image_transforms import IMAGENET_MEAN, IMAGENET_STD
-from model import COUNTS
+from divergence import nonfinite_names
+from image_transforms import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from model import COUNTS, NUM_CLASSES, build_model
 
 HERE = Path(__file__).resolve().parent
 # inference.py and everything it imports from this folder; nothing else is served.
@@ -24,6 +28,43 @@ SERVING_FILES = (
     "serving_errors.py",
     "requirements.txt",
 )
+PROBE_IMAGES = 16  # enough to meet an overflow; a CPU forward of them takes about a second
+
+
+class NotExportable(ValueError):
+    """Weights, or outputs on the probe batch, that are NaN or infinite."""
+
+
+def probe_outputs(
+    state_dict: dict[str, torch.Tensor], arch: str, image_size: int, images: torch.Tensor
+) -> torch.Tensor:
+    """The model's logits, in eval mode on the CPU, for uint8 NHWC `images`."""
+    net = build_model(arch, pretrained=False, num_classes=NUM_CLASSES)
+    net.load_state_dict(state_dict)
+    net.eval()
+    with torch.inference_mode():
+        return net(to_model_input(images[:PROBE_IMAGES].cpu(), image_size))
+
+
+def check_finite(
+    state_dict: dict[str, torch.Tensor], arch: str, image_size: int, probe: torch.Tensor | None
+) -> None:
+    """NotExportable unless the weights and their outputs on `probe` (or, without one, on a
+    fixed random batch) are all finite."""
+    bad = nonfinite_names(state_dict)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NotExportable(f"the weights hold NaN or infinite values ({shown})")
+    if probe is None:
+        gen = torch.Generator().manual_seed(0)
+        shape = (4, image_size, image_size, 3)
+        probe = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+    logits = probe_outputs(state_dict, arch, image_size, probe)
+    if not bool(torch.isfinite(logits).all()):
+        raise NotExportable(
+            f"its outputs on {len(logits)} probe images are NaN or infinite "
+            "although its weights are finite"
+        )
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -52,10 +93,15 @@ def export_model_dir(
     arch: str,
     image_size: int,
     extra: dict[str, Any] | None = None,
+    probe: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Write the served artefacts into `model_dir`; returns model.json's content."""
-    model_dir.mkdir(parents=True, exist_ok=True)
+    """Write the served artefacts into `model_dir`; returns model.json's content.
+
+    `probe`: uint8 [N, S, S, 3] images the model must answer with finite outputs (the first
+    PROBE_IMAGES are used). NotExportable, with nothing written, otherwise."""
     state_dict = {k: v.detach().cpu() for k, v in state_dict.items()}
+    check_finite(state_dict, arch, image_size, probe)
+    model_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(state_dict, buf)
     write_atomic(model_dir / "model.pt", buf.getvalue())

@@ -4,6 +4,9 @@ Run by SageMaker's training toolkit as `python train.py --epochs 3 ...` (hyperpa
 as strings), or by torchrun for multi-GPU / multi-node jobs (`torch_distributed`). Reads
 SM_CHANNEL_TRAIN / SM_CHANNEL_VALIDATION, writes the served model to SM_MODEL_DIR and training
 curves to SM_OUTPUT_DATA_DIR, checkpoints every epoch to --checkpoint_dir and resumes from it.
+
+Exit codes: 0 trained and exported (or left early on --max_epochs_this_run), 2 bad arguments or
+data (too few images included), 1 training diverged (nothing exported).
 """
 
 from __future__ import annotations
@@ -30,11 +33,12 @@ import precision
 import torch
 from augment import augment_batch
 from curves import write_curves
-from data import DataError, batches, epoch_indices, load_split
+from data import DataError, batches, epoch_indices, load_split, require_images
+from divergence import TrainingDiverged, nonfinite_names, remedy
 from image_transforms import to_model_input
 from losses import OrdinalCountLoss, class_weights
 from model import ARCHS, NUM_CLASSES, build_model
-from model_export import export_model_dir
+from model_export import NotExportable, export_model_dir
 from torch import nn
 
 METRIC_LINE = (
@@ -42,6 +46,15 @@ METRIC_LINE = (
     "val_loss={val_loss:.4f} val_acc={val_acc:.4f} val_mae={val_mae:.4f} "
     "lr={lr:.6f} images_per_s={images_per_s:.1f}"
 )
+# The pixel sizes the networks are built for: below 32 px a ResNet's 32x downsampling has
+# nothing left, above 512 px a batch no longer fits the training GPUs (pipeline ImageSize).
+IMAGE_SIZE_RANGE = (32, 512)
+# Smallest splits worth training on (pipeline MinTrainImages, MinValidationImages). Train: 50
+# images per count on average, a few batches an epoch. Validation picks the best epoch: at 100
+# images its accuracy is known to about +-0.10 (Wilson 95% half-width near 0.5 is
+# 0.98/sqrt(n)); fewer and the choice is noise.
+MIN_TRAIN_IMAGES = 250
+MIN_VALIDATION_IMAGES = 100
 
 
 def str2bool(value: str | bool) -> bool:
@@ -81,6 +94,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--compile", type=str2bool, default=False)
     p.add_argument("--checkpoint_dir", "--checkpoint-dir", default="/opt/ml/checkpoints")
+    p.add_argument("--min_train_images", "--min-train-images", type=int, default=MIN_TRAIN_IMAGES)
+    p.add_argument(
+        "--min_validation_images",
+        "--min-validation-images",
+        type=int,
+        default=MIN_VALIDATION_IMAGES,
+    )
     p.add_argument("--warmup_epochs", type=float, default=1.0)
     p.add_argument(
         "--count_loss_weight",
@@ -104,12 +124,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, unknown = p.parse_known_args(argv)
     if unknown:
         print(f"ignoring unknown arguments: {' '.join(unknown)}")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "min_train_images", "min_validation_images"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.learning_rate <= 0:
-        p.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
+        p.error(f"--learning_rate must be positive and finite, got {args.learning_rate}")
+    low, high = IMAGE_SIZE_RANGE
+    if args.image_size and not low <= args.image_size <= high:
+        p.error(
+            f"--image_size must be 0 (the shards' size) or {low}..{high}, got {args.image_size}"
+        )
     return args
+
+
+# What a checkpoint must hold, and of what type, before anything is resumed from it.
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "rng": dict,
+    "history": list,
+    "best_score": (tuple, list, type(None)),
+    "best_state": (dict, type(None)),
+    "bad_epochs": int,
+    "stopped_early": bool,
+    "arch": str,
+    "image_size": int,
+    "job": str,
+}
+RNG_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "python": tuple,
+    "numpy": dict,
+    "torch": torch.Tensor,
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -207,7 +256,8 @@ class Trainer:
         order = epoch_indices(len(self.train_data), epoch, args.seed, ctx.rank, ctx.world_size)
         stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
         started = time.perf_counter()
-        for images, labels in batches(self.train_data, order, args.batch_size, self.device):
+        steps = batches(self.train_data, order, args.batch_size, self.device)
+        for step, (images, labels) in enumerate(steps, start=1):
             if len(labels) < 2:  # BatchNorm cannot train on a batch of one
                 continue
             x = self._inputs(images, gen)
@@ -221,8 +271,16 @@ class Trainer:
             self.scaler.update()
             self.scheduler.step()
             n = len(labels)
+            loss_value = loss.item()
+            # Decided together: a rank that raised alone would leave the others waiting.
+            if distributed.any_rank(not math.isfinite(loss_value), ctx):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch}, step {step}: the loss is not finite "
+                    f"(rank {ctx.rank}: {loss_value}); "
+                    f"nothing was exported: {remedy(args.learning_rate)}"
+                )
             stats += torch.tensor(
-                [loss.item() * n, (logits.argmax(1) == labels).sum().item(), n],
+                [loss_value * n, (logits.argmax(1) == labels).sum().item(), n],
                 dtype=torch.float64,
             )
         if self.device.type == "cuda":
@@ -285,26 +343,49 @@ class Trainer:
             "job": os.environ.get("TRAINING_JOB_NAME", ""),
         }
 
+    def _foreign(self, state: dict[str, Any]) -> str | None:
+        """Why a sound checkpoint is not this job's to continue, or None when it is."""
+        job = os.environ.get("TRAINING_JOB_NAME", "")
+        if state["job"] != job:
+            # A spot restart keeps its job name; another job's checkpoint is not ours to finish.
+            return f"belongs to job {state['job']!r}, not {job!r}"
+        if state["arch"] != self.args.arch or state["image_size"] != self.image_size:
+            return (
+                f"holds {state['arch']}@{state['image_size']}px, not "
+                f"{self.args.arch}@{self.image_size}px"
+            )
+        return None
+
+    def _verify_checkpoint(self, state: dict[str, Any]) -> None:
+        """DamagedCheckpoint unless `state` is whole: every field, and (when it is ours) tensors
+        that fit this model and optimizer, so that loading it cannot fail half-way."""
+        checkpointing.require_fields(state, CHECKPOINT_FIELDS)
+        checkpointing.require_fields(state["rng"], RNG_FIELDS)
+        if self._foreign(state):
+            return  # sound but not ours: _resume says so and starts afresh
+        expected = self.model.state_dict()
+        checkpointing.require_same_tensors("model", state["model"], expected)
+        if state["best_state"] is not None:
+            checkpointing.require_same_tensors("best_state", state["best_state"], expected)
+        checkpointing.require_optimizer_matches(state["optimizer"], self.optimizer)
+        if self.scaler.is_enabled() and not state["scaler"]:
+            raise checkpointing.DamagedCheckpoint("no GradScaler state for this fp16 run")
+
     def _resume(self) -> None:
         """Continue from rank 0's checkpoint, which rank 0 reads and sends to every rank."""
         folder = self.checkpoint_dir
-        state = checkpointing.load_checkpoint(folder) if self.ctx.is_main else None
+        state = (
+            checkpointing.load_checkpoint(folder, self._verify_checkpoint)
+            if self.ctx.is_main
+            else None
+        )
         state = distributed.broadcast_object(state, self.ctx)
         if state is None:
             return
-        job = os.environ.get("TRAINING_JOB_NAME", "")
-        if state.get("job", "") != job:
-            # A spot restart keeps its job name; another job's checkpoint is not ours to finish.
-            print(
-                f"checkpoint: {folder} belongs to job {state.get('job')!r}, not {job!r}; "
-                "starting afresh"
-            )
-            return
-        if state["arch"] != self.args.arch or state["image_size"] != self.image_size:
-            print(
-                f"checkpoint: {folder} holds {state['arch']}@{state['image_size']}px, not "
-                f"{self.args.arch}@{self.image_size}px; starting afresh"
-            )
+        reason = self._foreign(state)
+        if reason:
+            if self.ctx.is_main:
+                print(f"checkpoint: {folder} {reason}; starting afresh")
             return
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -333,7 +414,20 @@ class Trainer:
                     print(f"leaving after {ran} epoch(s) this run (--max_epochs_this_run)")
                 return False
             lr = self.optimizer.param_groups[0]["lr"]
-            record = {"epoch": epoch, **self.train_epoch(epoch), **self.validate(), "lr": lr}
+            trained = self.train_epoch(epoch)
+            bad = nonfinite_names(self.model.state_dict())
+            if distributed.any_rank(bool(bad), ctx):
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch}: the weights hold NaN or infinite "
+                    f"values ({', '.join(bad[:3]) or 'on another rank'}); "
+                    f"nothing was exported: {remedy(args.learning_rate)}"
+                )
+            record = {"epoch": epoch, **trained, **self.validate(), "lr": lr}
+            if not math.isfinite(record["val_loss"]):  # the same sum on every rank
+                raise TrainingDiverged(
+                    f"training diverged in epoch {epoch}: the validation loss is "
+                    f"{record['val_loss']}; nothing was exported: {remedy(args.learning_rate)}"
+                )
             self.history.append(record)
             score = (record["val_acc"], -record["val_mae"])
             if self.best_score is None or score > tuple(self.best_score):
@@ -371,6 +465,7 @@ class Trainer:
                 "best_epoch": best["epoch"] if best else None,
                 "val_acc": best["val_acc"] if best else None,
             },
+            probe=self.val_data.images,  # the validation images must get finite answers
         )
         write_curves(self.history, Path(self.args.output_data_dir))
         print(f"model: {self.args.arch} version {meta['version']} written to {self.args.model_dir}")
@@ -378,8 +473,23 @@ class Trainer:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # Before anything loads or joins a process group: a split that cannot fit fails now, not
-    # at the OOM killer's hands minutes in. torchrun starts LOCAL_WORLD_SIZE ranks per host.
+    # Before anything loads or joins a process group, from the shards' headers: a split too
+    # small to learn from or to choose an epoch by is refused now, not "trained" on.
+    try:
+        require_images(
+            args.train, args.min_train_images, "train", "--min_train_images (MinTrainImages)"
+        )
+        require_images(
+            args.validation,
+            args.min_validation_images,
+            "validation",
+            "--min_validation_images (MinValidationImages)",
+        )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # Likewise a split that cannot fit fails now, not at the OOM killer's hands minutes in.
+    # torchrun starts LOCAL_WORLD_SIZE ranks per host.
     try:
         memory_fit.check_fits(
             args.train,
@@ -416,9 +526,22 @@ def main(argv: list[str] | None = None) -> int:
             f"({len(trainer.val_data)} validation) at {trainer.image_size}px on "
             f"{ctx.world_size} x {ctx.device.type}, amp={trainer.amp_dtype}"
         )
-    finished = trainer.fit()
-    if finished:
-        trainer.export()
+    try:
+        finished = trainer.fit()
+        if finished:
+            trainer.export()
+    except TrainingDiverged as exc:
+        if ctx.is_main:
+            print(f"error: {exc}", file=sys.stderr)
+        distributed.teardown(ctx)
+        return 1
+    except NotExportable as exc:
+        print(
+            f"error: the model was not exported: {exc}; {remedy(args.learning_rate)}",
+            file=sys.stderr,
+        )
+        distributed.teardown(ctx)
+        return 1
     distributed.barrier(ctx)
     distributed.teardown(ctx)
     return 0

@@ -24,11 +24,19 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
+
+# Lambda loads this file top-level (handler "deployer.handler"), beside its sibling modules;
+# everyone else imports it as infra.deployer_lambda.deployer.
+if __package__:
+    from . import notify, smoke
+else:
+    import notify
+    import smoke
 
 LOG = logging.getLogger("bincount.deployer")
 
@@ -41,6 +49,16 @@ ROLLOUT_TAG = "bincount:rollout"
 # A CustomerMetadataProperties key on a package version whose rollout to <endpoint> failed.
 # Versioned model packages cannot be tagged (they carry their group's tags), hence metadata.
 ROLLOUT_FAILED_PREFIX = "bincount:rollout-failed:"
+# CustomerMetadataProperties keys on a package version: its smoke test on <stage>
+# (`passed` or `failed: <reason>`) and the median latency it measured, in ms.
+SMOKE_TEST_PREFIX = "bincount:smoke-test:"
+SMOKE_P50_PREFIX = "bincount:smoke-p50-ms:"
+# On the endpoint, with notifications on: the last state announced (`live:<config>`,
+# `unapproved:<config>`), so that each transition is published once, not on every event.
+ANNOUNCED_TAG = "bincount:announced"
+# Tags the deployer writes itself (package, rollout, announced) besides Config.tags; a
+# SageMaker resource takes 50.
+MAX_EXTRA_TAGS = 45
 VARIANT = "AllTraffic"
 PACKAGE_STATE_CHANGE = "SageMaker Model Package State Change"
 STATE_CHANGE = PACKAGE_STATE_CHANGE  # the name other modules use
@@ -55,6 +73,11 @@ MAX_WAIT_SECONDS = 300
 _NAME_OK = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _GROUP_OK = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _CREATED_NAME = re.compile(r"(?P<prefix>.+)-v(?P<version>\d+)-[0-9a-f]{8}")
+_STAGE_OK = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,39}$")
+# botocore's TagKey / TagValue patterns (sagemaker): letters, spaces, digits, _.:/=+-@
+_TAG_OK = re.compile(r"^[\w .:/=+\-@]*$")
+# ProductionVariantServerlessConfig.MemorySizeInMB: 1024..6144 in steps of 1024.
+SERVERLESS_MEMORY_SIZES = range(1024, 6145, 1024)
 
 
 class DeployError(RuntimeError):
@@ -67,6 +90,10 @@ class Clients:
     autoscaling: Any
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    # sagemaker-runtime, for the smoke test; without it the smoke test is skipped (logged).
+    runtime: Any = None
+    # SNS, for notifications; without it nothing is published (logged).
+    sns: Any = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,22 @@ class Config:
     poll_seconds: int = 20
     # How long a stack deletion waits for the endpoint to be gone.
     teardown_seconds: int = 600
+    # The stage this endpoint serves, and the one its versions are promoted to next.
+    stage: str = "live"
+    next_stage: str = ""
+    # 0: instance-based; else a serverless endpoint with this much memory.
+    serverless_memory_mb: int = 0
+    serverless_max_concurrency: int = 5
+    # Added to every model, endpoint config and endpoint created (cost allocation).
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # SNS topic for notifications; "" = none.
+    topic_arn: str = ""
+    smoke_test: bool = False
+    smoke_p50_ms: int = 2000
+
+    @property
+    def serverless(self) -> bool:
+        return self.serverless_memory_mb > 0
 
     def __post_init__(self) -> None:
         if not _NAME_OK.match(self.endpoint_name or ""):
@@ -126,6 +169,33 @@ class Config:
                 f"poll_seconds and teardown_seconds must be positive, got {self.poll_seconds}, "
                 f"{self.teardown_seconds}"
             )
+        for what, stage in (("stage", self.stage), ("next_stage", self.next_stage or "x")):
+            if not _STAGE_OK.match(stage):
+                raise ValueError(f"invalid {what} {stage!r}: letters, digits, - and _, at most 40")
+        if self.next_stage == self.stage:
+            raise ValueError(f"next_stage must differ from stage {self.stage!r}")
+        if self.serverless_memory_mb and self.serverless_memory_mb not in SERVERLESS_MEMORY_SIZES:
+            raise ValueError(
+                "serverless_memory_mb must be 0 (instance-based) or 1024..6144 in steps of 1024, "
+                f"got {self.serverless_memory_mb}"
+            )
+        if not 1 <= self.serverless_max_concurrency <= 200:
+            raise ValueError(
+                f"serverless_max_concurrency must be 1..200, got {self.serverless_max_concurrency}"
+            )
+        if self.serverless and (self.subnets or self.security_group_ids or self.network_isolation):
+            # "Serverless Inference ... does not support: ... VPC configuration, network
+            # isolation" (SageMaker Developer Guide, serverless-endpoints.html, feature
+            # exclusions): refused here rather than serve outside the VPC asked for.
+            raise ValueError(
+                "a serverless endpoint cannot run in a VPC or with network isolation; use an "
+                "instance-based endpoint (serverless_memory_mb=0) in VPC mode"
+            )
+        _check_tags(self.tags)
+        if self.topic_arn and not self.topic_arn.startswith("arn:"):
+            raise ValueError(f"topic_arn must be an SNS topic ARN: {self.topic_arn!r}")
+        if self.smoke_p50_ms <= 0:
+            raise ValueError(f"smoke_p50_ms must be positive, got {self.smoke_p50_ms}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -167,7 +237,39 @@ class Config:
             wait_seconds=number("WAIT_SECONDS", 60),
             poll_seconds=number("POLL_SECONDS", 20),
             teardown_seconds=number("TEARDOWN_SECONDS", 600),
+            stage=env.get("STAGE") or "live",
+            next_stage=env.get("NEXT_STAGE", ""),
+            serverless_memory_mb=number("SERVERLESS_MEMORY_MB", 0),
+            serverless_max_concurrency=number("SERVERLESS_MAX_CONCURRENCY", 5),
+            tags=_tags_from_json(env.get("TAGS", "")),
+            topic_arn=env.get("TOPIC_ARN", ""),
+            smoke_test=env.get("SMOKE_TEST", "false").lower() == "true",
+            smoke_p50_ms=number("SMOKE_P50_MS", 2000),
         )
+
+
+def _tags_from_json(raw: str) -> dict[str, str]:
+    try:
+        tags = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ValueError(f"environment variable TAGS must be a JSON object: {raw!r}") from None
+    if not isinstance(tags, dict):
+        raise ValueError(f"environment variable TAGS must be a JSON object: {raw!r}")
+    return tags
+
+
+def _check_tags(tags: Mapping[str, str]) -> None:
+    if len(tags) > MAX_EXTRA_TAGS:
+        raise ValueError(f"at most {MAX_EXTRA_TAGS} tags, got {len(tags)}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"tag {key!r}: keys and values must be strings, got {value!r}")
+        if not (1 <= len(key) <= 128 and len(value) <= 256):
+            raise ValueError(f"tag {key!r}: key 1..128 characters, value at most 256")
+        if not (_TAG_OK.match(key) and _TAG_OK.match(value)):
+            raise ValueError(f"tag {key!r}={value!r}: only letters, digits, spaces and _.:/=+-@")
+        if key.lower().startswith(("aws:", "bincount:")):
+            raise ValueError(f"tag {key!r}: aws: is reserved by AWS, bincount: by the deployer")
 
 
 def handler(event: dict, context: object) -> dict:
@@ -175,10 +277,14 @@ def handler(event: dict, context: object) -> dict:
     import boto3
 
     logging.getLogger().setLevel(logging.INFO)
+    config = Config.from_env(os.environ)
     clients = Clients(
-        sagemaker=boto3.client("sagemaker"), autoscaling=boto3.client("application-autoscaling")
+        sagemaker=boto3.client("sagemaker"),
+        autoscaling=boto3.client("application-autoscaling"),
+        runtime=boto3.client("sagemaker-runtime") if config.smoke_test else None,
+        sns=boto3.client("sns") if config.topic_arn else None,
     )
-    return handle(event, clients, Config.from_env(os.environ))
+    return handle(event, clients, config)
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -234,7 +340,7 @@ def on_deploy_step(event: Mapping[str, Any], clients: Clients, config: Config) -
     package = clients.sagemaker.describe_model_package(ModelPackageName=arn)
     _check_group(package, config)
     if package.get("ModelApprovalStatus") != "Approved":
-        _clear_rollout_failed(package, clients, config)
+        _clear_marks(package, clients, config)
         return {
             "endpoint_name": endpoint,
             "model_package_arn": package["ModelPackageArn"],
@@ -266,7 +372,7 @@ def on_package_change(
     if package is not None:
         _check_group(package, config)
         if package.get("ModelApprovalStatus") != "Approved":
-            _clear_rollout_failed(package, clients, config)
+            _clear_marks(package, clients, config)
     return {**reconcile(clients, config), "event_model_package_arn": arn}
 
 
@@ -333,14 +439,19 @@ def reconcile(clients: Clients, config: Config, *, wait_seconds: int = 0) -> dic
     live_config = live["EndpointConfigName"] if live else ""
     if desired is None:
         live_package = _package_of(live_config, clients) if live else ""
-        return {**result, **_nothing_to_deploy(live_package, clients, config)}
+        return {**result, **_nothing_to_deploy(live, live_package, clients, config)}
     desired_arn = desired["ModelPackageArn"]
     result["model_package_arn"] = desired_arn
-    name = resource_name(endpoint, desired)
+    name = endpoint_config_name(endpoint, desired, config)
     result["endpoint_config_name"] = name
     if live is not None and live_config == name:
-        _autoscale(clients, config)
-        return {**result, "status": "unchanged"}
+        return {**result, "status": "unchanged", **_settled(live, desired, clients, config)}
+    if live is not None and config.serverless and _instance_based(live_config, clients):
+        raise DeployError(
+            f"endpoint {endpoint} is instance-based and SageMaker cannot update an "
+            "instance-based endpoint to serverless; delete it (aws sagemaker delete-endpoint "
+            f"--endpoint-name {endpoint}) and the deployer creates it serverless"
+        )
 
     _ensure_endpoint_config(desired, endpoint, clients, config)
     if live is None:
@@ -348,7 +459,7 @@ def reconcile(clients: Clients, config: Config, *, wait_seconds: int = 0) -> dic
             sm.create_endpoint,
             EndpointName=endpoint,
             EndpointConfigName=name,
-            Tags=[{"Key": PACKAGE_TAG, "Value": desired_arn}],
+            Tags=_tags(desired_arn, config),
         )
         if not created:
             # A concurrent call created it first; its state-change events reconcile again.
@@ -358,12 +469,11 @@ def reconcile(clients: Clients, config: Config, *, wait_seconds: int = 0) -> dic
         live_package = _package_of(live_config, clients)
         replaced = _approval_of(live_package, clients)
         rollback = replaced != "Approved"
+        update: dict[str, Any] = {"EndpointName": endpoint, "EndpointConfigName": name}
+        if not config.serverless:
+            update["DeploymentConfig"] = _deployment_config(config, rollback=rollback)
         try:
-            sm.update_endpoint(
-                EndpointName=endpoint,
-                EndpointConfigName=name,
-                DeploymentConfig=_deployment_config(config, rollback=rollback),
-            )
+            sm.update_endpoint(**update)
         except ClientError as error:
             now = _describe_endpoint(sm, endpoint)
             if now is not None and now["EndpointStatus"] in BUSY:
@@ -381,6 +491,16 @@ def reconcile(clients: Clients, config: Config, *, wait_seconds: int = 0) -> dic
             result["replaced_model_package_arn"] = live_package
             result["replaced_approval_status"] = replaced
             action, done = "rolling_back", "rolled_back"
+            _notify(
+                "rolling_back",
+                f"rolling back to version {notify.version_of(desired_arn, desired)}",
+                desired_arn,
+                desired,
+                clients,
+                config,
+                detail=f"The live version {notify.version_of(live_package)} ({live_package}) is "
+                f"{replaced}; the endpoint moves to the newest Approved version, all at once.",
+            )
         else:
             action, done = "updating", "deployed"
     settled = _wait(endpoint, clients, config, wait_seconds)
@@ -389,8 +509,7 @@ def reconcile(clients: Clients, config: Config, *, wait_seconds: int = 0) -> dic
     if settled["EndpointStatus"] in BROKEN:
         raise DeployError(_broken_message(settled))
     if settled["EndpointConfigName"] == name:
-        _autoscale(clients, config)
-        return {**result, "status": done}
+        return {**result, "status": done, **_settled(settled, desired, clients, config)}
     # Settled elsewhere: rolled back. One more pass marks it and moves on (without waiting).
     return {**reconcile(clients, config), "attempted_model_package_arn": desired_arn}
 
@@ -424,7 +543,9 @@ def desired_package(clients: Clients, config: Config) -> dict | None:
     return None
 
 
-def _nothing_to_deploy(live_package: str, clients: Clients, config: Config) -> dict:
+def _nothing_to_deploy(
+    live: Mapping[str, Any] | None, live_package: str, clients: Clients, config: Config
+) -> dict:
     group = config.model_package_group
     if not live_package:
         LOG.warning(json.dumps({"event": "no_approved_version", "group": group}))
@@ -445,7 +566,189 @@ def _nothing_to_deploy(live_package: str, clients: Clients, config: Config) -> d
         f"to stop serving"
     )
     LOG.error(json.dumps({"event": "serving_unapproved", "reason": reason}))
+    if live is not None:
+        _announce(
+            live,
+            f"unapproved:{live['EndpointConfigName']}",
+            "serving_unapproved",
+            f"still serving version {notify.version_of(live_package)}, which is {approval}",
+            live_package,
+            None,
+            clients,
+            config,
+            detail=reason,
+        )
     return {"status": "serving_unapproved", "model_package_arn": live_package, "reason": reason}
+
+
+def _settled(
+    live: Mapping[str, Any], package: Mapping[str, Any], clients: Clients, config: Config
+) -> dict:
+    """The endpoint is InService on the desired version: scale it, announce it (once), and
+    smoke-test the version (once per stage). Returns what to add to the result."""
+    if not config.serverless:
+        _autoscale(clients, config)
+    arn = package["ModelPackageArn"]
+    _announce(
+        live,
+        f"live:{live['EndpointConfigName']}",
+        "deployed",
+        f"version {notify.version_of(arn, package)} is live",
+        arn,
+        package,
+        clients,
+        config,
+    )
+    outcome = _smoke_test(package, clients, config)
+    return {"smoke_test": outcome} if outcome else {}
+
+
+def _instance_based(endpoint_config_name: str, clients: Clients) -> bool:
+    """Whether the endpoint config runs instance-based variants (False when it is gone)."""
+    try:
+        described = clients.sagemaker.describe_endpoint_config(
+            EndpointConfigName=endpoint_config_name
+        )
+    except ClientError as error:
+        if _missing(error):
+            return False
+        raise
+    variants = described.get("ProductionVariants") or []
+    return bool(variants) and not any("ServerlessConfig" in v for v in variants)
+
+
+# -- smoke test ---------------------------------------------------------------------------------
+
+
+def _smoke_test(package: Mapping[str, Any], clients: Clients, config: Config) -> str:
+    """Run the smoke test on the live version unless it has a result for this stage; record
+    it on the version (UpdateModelPackage) and notify. Returns the result ('' when off)."""
+    if not config.smoke_test:
+        return ""
+    arn = package["ModelPackageArn"]
+    key = f"{SMOKE_TEST_PREFIX}{config.stage}"
+    recorded = (package.get("CustomerMetadataProperties") or {}).get(key)
+    if recorded:
+        return recorded
+    if clients.runtime is None:
+        LOG.warning(json.dumps({"event": "smoke_test_skipped", "reason": "no runtime client"}))
+        return "skipped"
+    try:
+        outcome = smoke.run(
+            clients.runtime,
+            config.endpoint_name,
+            arn,
+            budget_ms=config.smoke_p50_ms,
+            clock=clients.clock,
+        )
+    except smoke.SmokeUnavailable as error:
+        # No verdict on the version: the next event or schedule tick tries again.
+        LOG.warning(json.dumps({"event": "smoke_test_unavailable", "error": str(error)}))
+        return "unavailable"
+    properties = {key: outcome.status}
+    if outcome.p50_ms is not None:
+        properties[f"{SMOKE_P50_PREFIX}{config.stage}"] = str(round(outcome.p50_ms))
+    clients.sagemaker.update_model_package(
+        ModelPackageArn=arn, CustomerMetadataProperties=properties
+    )
+    record = {
+        "event": "smoke_test",
+        "stage": config.stage,
+        "model_package_arn": arn,
+        "result": outcome.status,
+        "p50_ms": outcome.p50_ms,
+        "invocations": outcome.invocations,
+    }
+    version = notify.version_of(arn, package)
+    p50 = f"{outcome.p50_ms:.0f} ms" if outcome.p50_ms is not None else "not measured"
+    if outcome.passed:
+        LOG.info(json.dumps(record))
+        if config.next_stage:
+            _notify(
+                "smoke_test_passed",
+                f"version {version} passed its smoke test, ready to promote to {config.next_stage}",
+                arn,
+                package,
+                clients,
+                config,
+                detail=f"p50 latency {p50} (budget {config.smoke_p50_ms} ms). Promoting is a "
+                f"separate decision: python -m pipeline models promote {version}",
+            )
+    else:
+        LOG.error(json.dumps(record))
+        _notify(
+            "smoke_test_failed",
+            f"version {version} FAILED its smoke test",
+            arn,
+            package,
+            clients,
+            config,
+            detail=f"{outcome.reason} (p50 latency {p50}, budget {config.smoke_p50_ms} ms). "
+            "The version keeps serving here but cannot be promoted. To test it again, reject "
+            "it and approve it again.",
+        )
+    return outcome.status
+
+
+# -- notifications ------------------------------------------------------------------------------
+
+
+def _notifying(clients: Clients, config: Config) -> bool:
+    if config.topic_arn and clients.sns is None:
+        LOG.warning(json.dumps({"event": "notifications_skipped", "reason": "no SNS client"}))
+    return bool(config.topic_arn) and clients.sns is not None
+
+
+def _notify(
+    what: str,
+    headline: str,
+    package_arn: str,
+    package: Mapping[str, Any] | None,
+    clients: Clients,
+    config: Config,
+    *,
+    detail: str = "",
+) -> None:
+    """Publish one message now; the caller is a transition that happens once."""
+    if not _notifying(clients, config):
+        return
+    message = notify.endpoint_message(
+        what,
+        headline=headline,
+        stage=config.stage,
+        endpoint=config.endpoint_name,
+        package_arn=package_arn,
+        package=package,
+        detail=detail,
+    )
+    notify.publish(clients.sns, config.topic_arn, message)
+
+
+def _announce(
+    live: Mapping[str, Any],
+    state: str,
+    what: str,
+    headline: str,
+    package_arn: str,
+    package: Mapping[str, Any] | None,
+    clients: Clients,
+    config: Config,
+    *,
+    detail: str = "",
+) -> None:
+    """Publish once per `state` of the endpoint: a state seen on every event and schedule
+    tick (live on a version, serving an unapproved one) is announced by the first call that
+    sees it, recorded in the endpoint's ANNOUNCED_TAG. (Two calls racing over the same
+    transition may both publish.)"""
+    if not _notifying(clients, config):
+        return
+    sm = clients.sagemaker
+    tags = sm.list_tags(ResourceArn=live["EndpointArn"]).get("Tags", [])
+    if next((t["Value"] for t in tags if t["Key"] == ANNOUNCED_TAG), "") == state:
+        return
+    # Recorded first: a failed publish is logged and not retried, a failed record raises.
+    sm.add_tags(ResourceArn=live["EndpointArn"], Tags=[{"Key": ANNOUNCED_TAG, "Value": state}])
+    _notify(what, headline, package_arn, package, clients, config, detail=detail)
 
 
 def _settle_rollout(live: Mapping[str, Any], clients: Clients, config: Config) -> str:
@@ -466,6 +769,17 @@ def _settle_rollout(live: Mapping[str, Any], clients: Clients, config: Config) -
                 ModelPackageArn=package_arn,
                 CustomerMetadataProperties={key: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
             )
+    _notify(
+        "rollout_failed",
+        f"version {notify.version_of(package_arn, package)} rollout failed, rolled back",
+        package_arn,
+        package,
+        clients,
+        config,
+        detail=f"The endpoint is back on {replaced}. Reason: "
+        f"{live.get('FailureReason') or 'none given'}. The version is not deployed here again; "
+        "to retry it, reject it and approve it again.",
+    )
     LOG.error(
         json.dumps(
             {
@@ -485,16 +799,27 @@ def _settle_rollout(live: Mapping[str, Any], clients: Clients, config: Config) -
     return package_arn
 
 
-def _clear_rollout_failed(package: Mapping[str, Any], clients: Clients, config: Config) -> None:
-    """A version seen not Approved loses its failed-rollout mark here, so that approving it
-    again retries it. An Approved event alone never clears it: events repeat, and marking
-    itself is an edit that emits one."""
-    key = _rollout_failed_key(config)
-    if key in (package.get("CustomerMetadataProperties") or {}):
+def _clear_marks(package: Mapping[str, Any], clients: Clients, config: Config) -> None:
+    """A version seen not Approved loses its failed-rollout mark and its smoke-test result
+    here, so that approving it again retries it (and tests it again). An Approved event alone
+    never clears them: events repeat, and marking itself is an edit that emits one."""
+    metadata = package.get("CustomerMetadataProperties") or {}
+    keys = [key for key in _marks(config) if key in metadata]
+    if keys:
         clients.sagemaker.update_model_package(
-            ModelPackageArn=package["ModelPackageArn"], CustomerMetadataPropertiesToRemove=[key]
+            ModelPackageArn=package["ModelPackageArn"], CustomerMetadataPropertiesToRemove=keys
         )
-        LOG.info(json.dumps({"event": "rollout_mark_cleared", "arn": package["ModelPackageArn"]}))
+        LOG.info(
+            json.dumps({"event": "marks_cleared", "arn": package["ModelPackageArn"], "keys": keys})
+        )
+
+
+def _marks(config: Config) -> list[str]:
+    return [
+        _rollout_failed_key(config),
+        f"{SMOKE_TEST_PREFIX}{config.stage}",
+        f"{SMOKE_P50_PREFIX}{config.stage}",
+    ]
 
 
 def _rollout_failed_key(config: Config) -> str:
@@ -591,11 +916,19 @@ def _describe_package(sm: Any, arn: str) -> dict | None:
 # -- what the deployer creates ------------------------------------------------------------------
 
 
-def resource_name(endpoint: str, package: Mapping[str, Any]) -> str:
-    """`<endpoint>-v<version>-<hash of ARN>`, within SageMaker's 63 characters."""
-    digest = hashlib.sha256(package["ModelPackageArn"].encode()).hexdigest()[:8]
+def resource_name(endpoint: str, package: Mapping[str, Any], *, serverless: bool = False) -> str:
+    """`<endpoint>-v<version>-<hash of ARN>`, within SageMaker's 63 characters (the hash
+    covers the kind too for a serverless endpoint config)."""
+    key = package["ModelPackageArn"] + ("#serverless" if serverless else "")
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
     suffix = f"-v{package.get('ModelPackageVersion', 0)}-{digest}"
     return f"{endpoint[: 63 - len(suffix)].rstrip('-')}{suffix}"
+
+
+def endpoint_config_name(endpoint: str, package: Mapping[str, Any], config: Config) -> str:
+    """The endpoint config for `package`: a serverless one is named apart from an
+    instance-based one (same pattern), so switching kinds never finds the other in place."""
+    return resource_name(endpoint, package, serverless=config.serverless)
 
 
 def created_for(endpoint: str, name: str) -> bool:
@@ -611,35 +944,48 @@ def _ensure_endpoint_config(
     package: Mapping[str, Any], endpoint: str, clients: Clients, config: Config
 ) -> str:
     sm = clients.sagemaker
-    name = resource_name(endpoint, package)
-    tags = [{"Key": PACKAGE_TAG, "Value": package["ModelPackageArn"]}]
-    if not _exists(sm.describe_model, ModelName=name):
-        _create_once(sm.create_model, **_model_request(name, package, config), Tags=tags)
+    model = resource_name(endpoint, package)
+    name = endpoint_config_name(endpoint, package, config)
+    tags = _tags(package["ModelPackageArn"], config)
+    if not _exists(sm.describe_model, ModelName=model):
+        _create_once(sm.create_model, **_model_request(model, package, config), Tags=tags)
     if not _exists(sm.describe_endpoint_config, EndpointConfigName=name):
         request: dict[str, Any] = {
             "EndpointConfigName": name,
-            "ProductionVariants": [
-                {
-                    "VariantName": VARIANT,
-                    "ModelName": name,
-                    "InstanceType": config.instance_type,
-                    "InitialInstanceCount": config.instance_count,
-                }
-            ],
-            "DataCaptureConfig": {
+            "ProductionVariants": [{"VariantName": VARIANT, "ModelName": model}],
+            "Tags": tags,
+        }
+        if config.serverless:
+            request["ProductionVariants"][0]["ServerlessConfig"] = {
+                "MemorySizeInMB": config.serverless_memory_mb,
+                "MaxConcurrency": config.serverless_max_concurrency,
+            }
+        else:
+            request["ProductionVariants"][0].update(
+                InstanceType=config.instance_type, InitialInstanceCount=config.instance_count
+            )
+            # Serverless endpoints take no data capture ("Serverless Inference ... does not
+            # support: ... data capture", SageMaker Developer Guide, serverless-endpoints.html,
+            # feature exclusions).
+            request["DataCaptureConfig"] = {
                 "EnableCapture": True,
                 "InitialSamplingPercentage": config.capture_percent,
                 "DestinationS3Uri": config.data_capture_uri,
                 "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
-            },
-            "Tags": tags,
-        }
-        if config.kms_key_arn:
-            request["DataCaptureConfig"]["KmsKeyId"] = config.kms_key_arn
+            }
+            if config.kms_key_arn:
+                request["DataCaptureConfig"]["KmsKeyId"] = config.kms_key_arn
+        # Both kinds take it: for a serverless endpoint it encrypts the image SageMaker keeps
+        # (serverless-endpoints-create-config.html: "KmsKeyId ... to encrypt your ECR image").
         if config.volume_kms_key_arn:
             request["KmsKeyId"] = config.volume_kms_key_arn
         _create_once(sm.create_endpoint_config, **request)
     return name
+
+
+def _tags(package_arn: str, config: Config) -> list[dict[str, str]]:
+    own = [{"Key": PACKAGE_TAG, "Value": package_arn}]
+    return own + [{"Key": key, "Value": value} for key, value in sorted(config.tags.items())]
 
 
 def _model_request(name: str, package: Mapping[str, Any], config: Config) -> dict:

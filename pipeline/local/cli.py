@@ -8,10 +8,13 @@ approving a version lets EventBridge trigger the deployer, as the stack wires it
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import mimetypes
+import os
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,11 +56,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     ex_show.add_argument("--json", action="store_true", help="print the whole record")
     ex_show.set_defaults(func=cmd_executions_show)
 
-    models = subparsers.add_parser("models", help="model registry: list, approve, reject")
+    models = subparsers.add_parser(
+        "models", help="model registry: list, approve, reject, promote (per stage)"
+    )
     m_sub = models.add_subparsers(dest="action", required=True)
-    m_list = m_sub.add_parser("list", help="versions of a model package group")
+    m_list = m_sub.add_parser("list", help="versions of every stage's group (or of --stage)")
     _registry_args(m_list)
     m_list.set_defaults(func=cmd_models_list)
+    m_promote = m_sub.add_parser(
+        "promote",
+        help="copy an Approved, smoke-tested version of --stage into the next stage's group "
+        "(PendingManualApproval: that stage's approvers decide)",
+    )
+    m_promote.add_argument("version", help="version number or model package ARN")
+    _registry_args(m_promote)
+    m_promote.set_defaults(func=cmd_models_promote)
     for action, status in (("approve", "Approved"), ("reject", "Rejected")):
         p = m_sub.add_parser(action, help=f"set a version {status} (deploys / rolls back)")
         p.add_argument("version", help="version number or model package ARN")
@@ -70,10 +83,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         _registry_args(p)
         p.set_defaults(func=cmd_models_set_status, status=status)
 
-    endpoints = subparsers.add_parser("endpoints", help="endpoints: list, invoke, stop")
+    endpoints = subparsers.add_parser("endpoints", help="endpoints: list, invoke, stop, delete")
     e_sub = endpoints.add_subparsers(dest="action", required=True)
     e_list = e_sub.add_parser("list", help="list endpoints")
     e_list.add_argument("--aws", action="store_true", help="list the AWS account's endpoints")
+    e_list.add_argument("--env", help="with --aws: the cdk.json environment whose stages to show")
     e_list.set_defaults(func=cmd_endpoints_list)
     e_invoke = e_sub.add_parser("invoke", help="send an image to an endpoint")
     e_invoke.add_argument("name")
@@ -86,6 +100,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e_stop.add_argument("name", nargs="?")
     e_stop.add_argument("--all", action="store_true", help="stop every local endpoint")
     e_stop.set_defaults(func=cmd_endpoints_stop)
+    e_delete = e_sub.add_parser(
+        "delete",
+        help="delete a local endpoint: its server, record and folders (the deployer creates "
+        "it again on the next approval or Deploy step)",
+    )
+    e_delete.add_argument("name")
+    e_delete.set_defaults(func=cmd_endpoints_delete)
 
     quick = subparsers.add_parser(
         "quickstart",
@@ -97,9 +118,77 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     quick.set_defaults(func=cmd_quickstart)
 
 
+def quiet_on_closed_pipe(func):
+    """A listing piped into `head` stops being read: end quietly, as `ls | head` does,
+    instead of a BrokenPipeError traceback (from the print, or from the flush at exit)."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            result = func(args)
+            sys.stdout.flush()
+            return result
+        except BrokenPipeError:
+            # Python flushes stdout again at exit: point it at /dev/null so that is silent.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+
+    return wrapper
+
+
 def _registry_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--group", default="bincount", help="model package group (default: bincount)")
+    p.add_argument(
+        "--stage",
+        help="the stage whose model package group to use (default: the first; locally staging "
+        "then prod, on AWS the environment's stages from cdk.json)",
+    )
+    p.add_argument("--group", help="a model package group by name, instead of --stage")
     p.add_argument("--aws", action="store_true", help="use the AWS account's registry (boto3)")
+    p.add_argument(
+        "--env", help="with --aws: the cdk.json environment (default: bincount:environment)"
+    )
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """A stage as the registry commands see it: locally from pipeline.local.stages, on AWS
+    from cdk.json's environment (the groups and endpoints the stack made)."""
+
+    name: str
+    group: str
+    endpoint_name: str
+
+
+def _stages(args: argparse.Namespace) -> list[StageRef]:
+    if getattr(args, "aws", False):
+        config = _aws_environment(args)
+        return [StageRef(s.name, config.group_name(s), s.endpoint_name) for s in config.stages]
+    from pipeline.local.stages import STAGES
+
+    return [StageRef(s.name, s.group, s.endpoint_name) for s in STAGES]
+
+
+def _aws_environment(args: argparse.Namespace):
+    from pipeline.doctor import cdk_context, load_config
+
+    try:
+        return load_config(cdk_context(), getattr(args, "env", None))
+    except ValueError as error:
+        raise CliError(str(error)) from error
+
+
+def _selected_stages(args: argparse.Namespace) -> list[StageRef]:
+    """--group alone, --stage's, or (list) every stage / (others) the first one."""
+    if args.group:
+        return [StageRef(args.stage or "", args.group, "")]
+    stages = _stages(args)
+    if args.stage:
+        chosen = [s for s in stages if s.name == args.stage]
+        if not chosen:
+            raise CliError(f"no stage {args.stage!r}; stages: {', '.join(s.name for s in stages)}")
+        return chosen
+    return stages if args.action == "list" else stages[:1]
 
 
 def _workspace():
@@ -125,7 +214,7 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.local.runner import ExecutionFailed
+    from pipeline.local.runner import ExecutionFailed, ExecutionStopped
 
     params = parse_params(args.param)
     ws = _workspace()
@@ -139,6 +228,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ExecutionFailed as failed:
         print(f"FAILED: {failed}", file=sys.stderr)
         return 1
+    except ExecutionStopped as stopped:
+        print(f"STOPPED: {stopped}", file=sys.stderr)
+        return 128 + stopped.signal_number
     except ValueError as error:
         # Bad parameters or a definition the runner cannot execute: refused before any step.
         raise CliError(str(error)) from error
@@ -170,6 +262,7 @@ def format_execution(record: dict) -> str:
     return "\n".join(lines)
 
 
+@quiet_on_closed_pipe
 def cmd_executions_list(args: argparse.Namespace) -> int:
     records = _workspace().runner().executions()
     if not records:
@@ -183,6 +276,7 @@ def cmd_executions_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@quiet_on_closed_pipe
 def cmd_executions_show(args: argparse.Namespace) -> int:
     runner = _workspace().runner()
     if args.execution_id:
@@ -228,23 +322,76 @@ def _all_packages(sm: Any, group: str) -> list[dict]:
             return packages
 
 
+@quiet_on_closed_pipe
 def cmd_models_list(args: argparse.Namespace) -> int:
     sm = _sagemaker(args.aws)
-    packages = _all_packages(sm, args.group)
-    if not packages:
-        print(f"no versions in model package group {args.group!r}")
-        return 0
     live = _live_arns(sm)
-    for p in packages:
-        where = (
-            f"  live on {', '.join(live[p['ModelPackageArn']])}"
-            if p["ModelPackageArn"] in live
-            else ""
-        )
-        print(
-            f"v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} "
-            f"{p['CreationTime']:%Y-%m-%d %H:%M:%S}  {p['ModelPackageArn']}{where}"
-        )
+    for stage in _selected_stages(args):
+        packages = _all_packages(sm, stage.group)
+        title = f"stage {stage.name}: " if stage.name else ""
+        if not packages:
+            print(f"{title}no versions in model package group {stage.group!r}")
+            continue
+        if stage.name:
+            print(f"{title}model package group {stage.group}")
+        for p in packages:
+            where = (
+                f"  live on {', '.join(live[p['ModelPackageArn']])}"
+                if p["ModelPackageArn"] in live
+                else ""
+            )
+            print(
+                f"v{p['ModelPackageVersion']:<4} {p['ModelApprovalStatus']:<22} "
+                f"{p['CreationTime']:%Y-%m-%d %H:%M:%S}  {p['ModelPackageArn']}{where}"
+            )
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    (stage,) = _selected_stages(args)
+    if args.aws:
+        return _promote_on_aws(args, stage)
+    from infra.deployer_lambda.promotion import PromotionError
+
+    try:
+        result = _workspace().promote(args.version, from_stage=stage.name or None)
+    except (PromotionError, ValueError) as error:
+        raise CliError(str(error)) from error
+    print(
+        f"{result['source_model_package_arn']} -> {result['model_package_arn']}: "
+        f"{result['status']} (PendingManualApproval in {result['target_group']}; approve it "
+        f"there: python -m pipeline models approve <version> --stage <next stage>)"
+    )
+    return 0
+
+
+def _promote_on_aws(args: argparse.Namespace, stage: StageRef) -> int:
+    """Invoke the stack's promoter Lambda for `stage` (named in the stack's outputs)."""
+    import boto3
+
+    config = _aws_environment(args)
+    names = [s.name for s in config.stages]
+    if stage.name not in names or names.index(stage.name) + 1 >= len(names):
+        raise CliError(f"stage {stage.name!r} of {config.name} has no next stage to promote to")
+    target = config.stages[names.index(stage.name) + 1]
+    output = "PromoteTo" + "".join(part.title() for part in target.name.split("-"))
+    stack = boto3.client("cloudformation").describe_stacks(StackName=config.stack_name)
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0].get("Outputs", [])}
+    function = outputs.get(f"{output}FunctionName")
+    if not function:
+        raise CliError(f"stack {config.stack_name} has no output {output}FunctionName")
+    event = (
+        {"model_package_arn": args.version}
+        if args.version.startswith("arn:")
+        else {"version": int(args.version.lstrip("vV"))}
+    )
+    answer = boto3.client("lambda").invoke(
+        FunctionName=function, Payload=json.dumps(event).encode()
+    )
+    payload = json.loads(answer["Payload"].read() or b"{}")
+    if answer.get("FunctionError"):
+        raise CliError(f"promotion refused: {payload.get('errorMessage', payload)}")
+    print(json.dumps(payload, sort_keys=True))
     return 0
 
 
@@ -340,16 +487,29 @@ def set_approval(
 def cmd_models_set_status(args: argparse.Namespace) -> int:
     if args.aws:
         sm = _sagemaker(True)
-        arn = resolve_package_arn(sm, args.group, args.version)
+        (stage,) = _selected_stages(args)
+        arn = resolve_package_arn(sm, stage.group, args.version)
         request = {"ModelPackageArn": arn, "ModelApprovalStatus": args.status}
         if args.description:
             request["ApprovalDescription"] = args.description
         sm.update_model_package(**request)
         print(f"{arn}: {args.status} (EventBridge delivers the change to the deployer)")
         return 0
+    from infra.deployer_lambda.deployer import DeployError
+
     ws = _workspace()
-    arn = resolve_package_arn(ws.sagemaker, args.group, args.version)
-    result = set_approval(ws, arn, args.status, args.description, args.endpoint)
+    (stage,) = _selected_stages(args)
+    arn = resolve_package_arn(ws.sagemaker, stage.group, args.version)
+    endpoint = args.endpoint or stage.endpoint_name or None
+    try:
+        result = set_approval(ws, arn, args.status, args.description, endpoint)
+    except DeployError as error:
+        endpoint = endpoint or ws.deployer_config().endpoint_name
+        raise CliError(
+            f"{arn}: {args.status}, but the deployer refused: {error}\nlocally: python -m "
+            f"pipeline endpoints delete {endpoint}, then approve again (the deployer creates "
+            "the endpoint anew)"
+        ) from error
     print(f"{arn}: {args.status}")
     print(f"deployer: {json.dumps(result, sort_keys=True)}")
     return 0
@@ -358,30 +518,47 @@ def cmd_models_set_status(args: argparse.Namespace) -> int:
 # -- endpoints ----------------------------------------------------------------------------------
 
 
+@quiet_on_closed_pipe
 def cmd_endpoints_list(args: argparse.Namespace) -> int:
     sm = _sagemaker(args.aws)
     endpoints = _all_endpoints(sm)
     if not endpoints:
         print("no endpoints")
-    live = (
+    servers = (
         {}
         if args.aws
         else {e["EndpointName"]: e for e in _workspace().sagemaker.endpoints.describe_servers()}
     )
+    stage_of = {stage.endpoint_name: stage.name for stage in _stages(args)}
     for e in endpoints:
-        extra = ""
-        server = live.get(e["EndpointName"])
+        status, extra = e["EndpointStatus"], ""
+        server = servers.get(e["EndpointName"])
         if server is not None:
-            extra = (
-                f"  http://127.0.0.1:{server['Server']['Port']} (pid {server['Server']['Pid']})"
-                if server["Running"]
-                else "  (server stopped; invoke starts it)"
-            )
+            status, extra = local_server_state(status, server)
+        stage = stage_of.get(e["EndpointName"], "-")
         print(
-            f"{e['EndpointName']:<24} {e['EndpointStatus']:<12} "
+            f"{e['EndpointName']:<24} {stage:<10} {status:<12} "
             f"{e['LastModifiedTime']:%Y-%m-%d %H:%M:%S}{extra}"
         )
     return 0
+
+
+def local_server_state(status: str, server: dict) -> tuple[str, str]:
+    """(status to show, details) for a local endpoint: InService only while its server runs."""
+    details = ""
+    if server.get("InterruptedDeploy"):
+        details = f"  [{server['InterruptedDeploy']['Reason']}]"
+    if status == "Failed":
+        return status, f"  {server.get('FailureReason', '')[:200]}{details}"
+    if server["ServerState"] == "running":
+        run = server["Server"]
+        return status, f"  http://127.0.0.1:{run['Port']} (pid {run['Pid']}){details}"
+    if status != "InService":
+        return status, details
+    if server["ServerState"] == "exited":
+        pid = server["Server"]["Pid"]
+        return "Stopped", f"  (server pid {pid} exited; invoke restarts it){details}"
+    return "Stopped", f"  (no server; invoke starts one){details}"
 
 
 def content_type_for(path: Path) -> str:
@@ -429,6 +606,16 @@ def cmd_endpoints_stop(args: argparse.Namespace) -> int:
     except (EndpointError, ValueError) as error:
         raise CliError(str(error)) from error
     print(f"{args.name}: {'stopped' if stopped else 'was not running'}")
+    return 0
+
+
+def cmd_endpoints_delete(args: argparse.Namespace) -> int:
+    sm = _workspace().sagemaker
+    try:
+        sm.delete_endpoint(EndpointName=args.name)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    print(f"{args.name}: deleted (server stopped, record and server folders removed)")
     return 0
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.local.expressions import UnsupportedFeature
+from pipeline.local.job_watchdog import JobWatchdog
 from pipeline.local.sagemaker_client import ACCOUNT, REGION
 from pipeline.local.store import ObjectStore, write_json
 
@@ -102,12 +103,14 @@ def run_logged(
     log: Path,
     timeout: float | None,
     echo: Callable[[str], None] | None = None,
+    watchdog: JobWatchdog | None = None,
 ) -> subprocess.Popen:
     """Start `command` with stdout+stderr into `log` (and each line to `echo`, if given).
 
-    The command leads a process group of its own (like a container), so that a timeout ends
-    it together with whatever it started (runproc.sh's script, the toolkit's workers); with
-    `echo`, a thread copies its output, so waiting never blocks past the deadline.
+    The command leads a process group of its own (like a container), so that a timeout or an
+    interruption ends it together with whatever it started (runproc.sh's script, the
+    toolkit's workers), and a `watchdog` ends it if this process dies; with `echo`, a thread
+    copies its output, so waiting never blocks past the deadline.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = open(log, "wb")  # noqa: SIM115 - closed by wait_logged
@@ -124,8 +127,11 @@ def run_logged(
     if echo and proc.stdout is not None:
         pump = threading.Thread(target=_pump, args=(proc.stdout, handle, echo), daemon=True)
         pump.start()
+    if watchdog is not None:
+        watchdog.track(proc.pid)
     proc._bincount_log = handle  # type: ignore[attr-defined]
     proc._bincount_pump = pump  # type: ignore[attr-defined]
+    proc._bincount_watchdog = watchdog  # type: ignore[attr-defined]
     proc._bincount_deadline = time.monotonic() + timeout if timeout else None  # type: ignore[attr-defined]
     return proc
 
@@ -142,7 +148,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def wait_logged(proc: subprocess.Popen) -> int:
-    """The exit code, or -9 when the deadline passed (the whole process group is killed)."""
+    """The exit code, or -9 when the deadline passed (the whole process group is killed).
+    Interrupted (Ctrl-C, a signal raised as an exception), it kills the group, then re-raises."""
     handle = proc._bincount_log  # type: ignore[attr-defined]
     pump = proc._bincount_pump  # type: ignore[attr-defined]
     deadline = proc._bincount_deadline  # type: ignore[attr-defined]
@@ -152,9 +159,10 @@ def wait_logged(proc: subprocess.Popen) -> int:
             code = proc.wait(timeout=remaining)
         except subprocess.TimeoutExpired:
             code = -9
-        # As when a container ends: nothing the job started outlives it (nor holds its pipe).
-        _kill_group(proc)
-        proc.wait()
+        finally:
+            # As when a container ends: nothing the job started outlives it (nor holds its
+            # pipe), whether it ended, timed out or this wait was interrupted.
+            end_job(proc)
         if pump is not None:
             pump.join()
         return code
@@ -162,6 +170,15 @@ def wait_logged(proc: subprocess.Popen) -> int:
         if proc.stdout is not None:
             proc.stdout.close()
         handle.close()
+
+
+def end_job(proc: subprocess.Popen) -> None:
+    """Kill the job's whole process group and reap its leader (idempotent)."""
+    _kill_group(proc)
+    proc.wait()
+    watchdog = getattr(proc, "_bincount_watchdog", None)
+    if watchdog is not None:
+        watchdog.untrack(proc.pid)
 
 
 def _discard(path: Path) -> None:
@@ -179,11 +196,16 @@ class Jobs:
     """Runs the jobs of one execution under `<execution dir>/jobs/<step>/`."""
 
     def __init__(
-        self, store: ObjectStore, execution_dir: Path, echo: Callable[[str], None] | None = None
+        self,
+        store: ObjectStore,
+        execution_dir: Path,
+        echo: Callable[[str], None] | None = None,
+        watchdog: JobWatchdog | None = None,
     ):
         self.store = store
         self.execution_dir = Path(execution_dir)
         self.echo = echo
+        self.watchdog = watchdog
 
     def _job_dir(self, step: str) -> Path:
         path = self.execution_dir / "jobs" / step
@@ -212,7 +234,6 @@ class Jobs:
     def run_processing(self, step: str, job_name: str, args: Mapping[str, Any]) -> JobResult:
         cluster = args.get("ProcessingResources", {}).get("ClusterConfig", {})
         count = int(cluster.get("InstanceCount", 1))
-        instance_type = str(cluster.get("InstanceType", "local"))
         if count < 1:
             raise JobFailed(f"{step}: InstanceCount must be at least 1, got {count}")
         app = args.get("AppSpecification") or {}
@@ -244,7 +265,49 @@ class Jobs:
                 )
         hosts = [f"algo-{i + 1}" for i in range(count)]
         job_dir = self._job_dir(step)
-        procs = []
+        procs: list[tuple[str, Path, subprocess.Popen]] = []
+        try:
+            failures = self._run_hosts(step, args, app, entrypoint, hosts, job_dir, procs)
+        except BaseException:
+            # An interruption or an error while other hosts run: none of them outlives it.
+            for _, _, proc in procs:
+                end_job(proc)
+            raise
+        logs = [job_dir / f"{h}.log" for h in hosts]
+        if failures:
+            raise JobFailed(f"Processing job {job_name} failed: " + "\n".join(failures), logs[0])
+        for _, sandbox, _ in procs:
+            for output in args.get("ProcessingOutputConfig", {}).get("Outputs", []):
+                local = container_path(output["S3Output"]["LocalPath"], sandbox)
+                self.store.upload_dir(local, output["S3Output"]["S3Uri"])
+        for _, sandbox, _ in procs:
+            _discard(sandbox)
+        arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:processing-job/{job_name.lower()}"
+        properties = {
+            **{k: v for k, v in args.items() if k != "RoleArn"},
+            "RoleArn": args.get("RoleArn", ""),
+            "ProcessingJobName": job_name,
+            "ProcessingJobArn": arn,
+            "ProcessingJobStatus": "Completed",
+            "ExitMessage": "",
+        }
+        return JobResult(properties=properties, logs=logs)
+
+    def _run_hosts(
+        self,
+        step: str,
+        args: Mapping[str, Any],
+        app: Mapping[str, Any],
+        entrypoint: list[str],
+        hosts: list[str],
+        job_dir: Path,
+        procs: list[tuple[str, Path, subprocess.Popen]],
+    ) -> list[str]:
+        """Start one process per host (appended to `procs` as they start), wait for all;
+        the failure lines of those that failed."""
+        count = len(hosts)
+        cluster = args.get("ProcessingResources", {}).get("ClusterConfig", {})
+        instance_type = str(cluster.get("InstanceType", "local"))
         for index, host in enumerate(hosts):
             sandbox = job_dir / host
             config_dir = sandbox / "opt/ml/config"
@@ -291,7 +354,15 @@ class Jobs:
                 (
                     host,
                     sandbox,
-                    run_logged(command, env, sandbox, job_dir / f"{host}.log", timeout, echo),
+                    run_logged(
+                        command,
+                        env,
+                        sandbox,
+                        job_dir / f"{host}.log",
+                        timeout,
+                        echo,
+                        self.watchdog,
+                    ),
                 )
             )
         failures = []
@@ -303,25 +374,7 @@ class Jobs:
                     f"{host} exited with code {code}{' (timed out)' if code == -9 else ''}; "
                     f"log {log}:\n{tail(log)}"
                 )
-        logs = [job_dir / f"{h}.log" for h in hosts]
-        if failures:
-            raise JobFailed(f"Processing job {job_name} failed: " + "\n".join(failures), logs[0])
-        for _, sandbox, _ in procs:
-            for output in args.get("ProcessingOutputConfig", {}).get("Outputs", []):
-                local = container_path(output["S3Output"]["LocalPath"], sandbox)
-                self.store.upload_dir(local, output["S3Output"]["S3Uri"])
-        for _, sandbox, _ in procs:
-            _discard(sandbox)
-        arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:processing-job/{job_name.lower()}"
-        properties = {
-            **{k: v for k, v in args.items() if k != "RoleArn"},
-            "RoleArn": args.get("RoleArn", ""),
-            "ProcessingJobName": job_name,
-            "ProcessingJobArn": arn,
-            "ProcessingJobStatus": "Completed",
-            "ExitMessage": "",
-        }
-        return JobResult(properties=properties, logs=logs)
+        return failures
 
     def _rewrite_scripts(self, command: list[str], sandbox: Path) -> None:
         """Shell scripts the command runs from the sandbox (runproc.sh) refer to /opt/ml
@@ -479,7 +532,7 @@ class Jobs:
         log = job_dir / "algo-1.log"
         echo = (lambda line: self.echo(f"  [{step}] {line}")) if self.echo else None
         timeout = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
-        code = wait_logged(run_logged(command, env, sandbox, log, timeout, echo))
+        code = wait_logged(run_logged(command, env, sandbox, log, timeout, echo, self.watchdog))
         if checkpoint_dir is not None and checkpoint:
             self.store.upload_dir(checkpoint_dir, checkpoint["S3Uri"])
         if code != 0:

@@ -143,7 +143,7 @@ def summarize(ws: Workspace, record: dict, answers: list[tuple[str, str]], total
 
 
 def quickstart(args: argparse.Namespace) -> int:
-    from pipeline.local.runner import ExecutionFailed
+    from pipeline.local.runner import ExecutionFailed, ExecutionStopped
 
     started = time.monotonic()
     ws = Workspace.default()
@@ -173,6 +173,9 @@ def quickstart(args: argparse.Namespace) -> int:
         print(summarize(ws, failed.record, [], time.monotonic() - started))
         print(f"\nquickstart FAILED: {failed}", file=sys.stderr)
         return 1
+    except ExecutionStopped as stopped:
+        print(f"\nquickstart STOPPED: {stopped}", file=sys.stderr)
+        return 128 + stopped.signal_number
     answers = []
     for label, image in pick_images(dataset):
         status, _, body = ws.sagemaker.endpoints.invoke(

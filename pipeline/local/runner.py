@@ -8,14 +8,24 @@ Model steps against the local registry, Lambda steps call the project's own hand
 Steps with CacheConfig reuse an earlier execution's results when their arguments (after
 resolution) and the content of their inputs are unchanged, as SageMaker's step caching does.
 Every execution leaves `<home>/executions/<id>/execution.json`.
+
+An execution ends Succeeded, Failed or Stopped, never "Executing" forever. SIGINT (Ctrl-C),
+SIGTERM and SIGHUP stop it: the running job's process group is killed and the record says
+Stopped, naming the signal. A runner killed outright (SIGKILL, a crash, a reboot) cannot
+write anything: a watchdog process (`pipeline.local.job_watchdog`) kills its jobs, and the
+record, which names the runner's process (pid and start time), is marked Failed with the
+reason by the next command that reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import secrets
+import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -26,6 +36,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from pipeline.local import processes
 from pipeline.local.expressions import (
     ResolutionError,
     Scope,
@@ -37,6 +48,7 @@ from pipeline.local.expressions import (
     referenced_steps,
     resolve_parameters,
 )
+from pipeline.local.job_watchdog import JobWatchdog
 from pipeline.local.jobs import JobFailed, Jobs
 from pipeline.local.sagemaker_client import ACCOUNT, REGION, LocalSageMakerClient
 from pipeline.local.store import ObjectStore, file_sha256, read_json, write_json
@@ -79,6 +91,69 @@ class ExecutionFailed(RuntimeError):
     def __init__(self, message: str, record: dict):
         super().__init__(message)
         self.record = record
+
+
+class ExecutionStopped(BaseException):
+    """The execution was stopped by a signal (recorded as Stopped); `signal_number` is it and
+    `record` the execution record. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` on the way out mistakes it for a step's failure."""
+
+    def __init__(self, message: str, record: dict, signal_number: int):
+        super().__init__(message)
+        self.record = record
+        self.signal_number = signal_number
+
+
+class _Signalled(BaseException):
+    """Raised in the main thread by the SIGTERM/SIGHUP handler."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise():
+    """While running, SIGTERM and SIGHUP raise _Signalled like SIGINT raises KeyboardInterrupt
+    (the default would end the process at once, leaving its jobs and records behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_signalled(number, frame):
+        raise _Signalled(number)
+
+    previous = {sig: signal.signal(sig, raise_signalled) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def mark_abandoned(record: dict) -> bool:
+    """An execution still "Executing" whose runner process is gone: marked Failed with the
+    reason (and its running step too). True when the record was changed."""
+    runner = record.get("Runner")
+    if record.get("PipelineExecutionStatus") != "Executing" or not runner:
+        return False
+    if processes.is_alive(runner):
+        return False
+    now = datetime.now(UTC).isoformat()
+    running = [s for s in record.get("Steps", []) if s.get("StepStatus") == "Executing"]
+    reason = (
+        f"the runner (pid {runner.get('Pid')}) ended without finishing the execution: it was "
+        "killed (SIGKILL, out of memory) or the machine restarted"
+    )
+    if running:
+        reason += f", during step {running[0]['StepName']}"
+    for step in running:
+        step.update(StepStatus="Failed", FailureReason=reason, EndTime=now)
+    record.update(PipelineExecutionStatus="Failed", FailureReason=reason, EndTime=now)
+    return True
 
 
 def parse_duration(text: str) -> timedelta:
@@ -251,7 +326,7 @@ class LocalRunner:
         found = []
         for path in self.executions_dir.glob("*/execution.json"):
             try:
-                found.append(read_json(path))
+                found.append(self._read_record(path))
             except (OSError, json.JSONDecodeError):
                 continue
         return sorted(found, key=lambda r: r.get("StartTime", ""), reverse=True)
@@ -260,7 +335,14 @@ class LocalRunner:
         path = self.executions_dir / execution_id / "execution.json"
         if not path.is_file():
             raise FileNotFoundError(f"no execution {execution_id!r} under {self.executions_dir}")
-        return read_json(path)  # type: ignore[return-value]
+        return self._read_record(path)
+
+    def _read_record(self, path: Path) -> dict:
+        """A record as stored, or marked Failed first when its runner died mid-way."""
+        record: dict = read_json(path)  # type: ignore[assignment]
+        if mark_abandoned(record):
+            write_json(path, record)
+        return record
 
     # -- running ------------------------------------------------------------------------------
 
@@ -301,6 +383,7 @@ class LocalRunner:
             "PipelineName": pipeline_name,
             "PipelineExecutionStatus": "Executing",
             "StartTime": started.isoformat(),
+            "Runner": processes.identity(),
             "Parameters": values,
             "Steps": [
                 {"StepName": n.name, "StepType": n.type, "StepStatus": "NotStarted"} for n in order
@@ -311,7 +394,60 @@ class LocalRunner:
         self._save(execution_dir, record)
         self.echo(f"execution {execution_id} ({len(order)} steps) under {execution_dir}")
 
-        jobs = Jobs(self.store, execution_dir, echo=self.echo if self.stream_logs else None)
+        watchdog = JobWatchdog()
+        jobs = Jobs(
+            self.store,
+            execution_dir,
+            echo=self.echo if self.stream_logs else None,
+            watchdog=watchdog,
+        )
+        try:
+            with _stop_signals_raise():
+                failure = self._run_steps(order, record, scope, jobs, execution_id, use_cache)
+        except (KeyboardInterrupt, _Signalled) as interrupt:
+            number = getattr(interrupt, "signal_number", signal.SIGINT)
+            how = "SIGINT (Ctrl-C)" if number == signal.SIGINT else signal.Signals(number).name
+            now = datetime.now(UTC).isoformat()
+            for step in record["Steps"]:
+                if step["StepStatus"] == "Executing":
+                    step.update(StepStatus="Stopped", EndTime=now)
+            record.update(
+                PipelineExecutionStatus="Stopped",
+                EndTime=now,
+                Seconds=round((datetime.now(UTC) - started).total_seconds(), 2),
+                FailureReason=f"stopped by {how}; its running job, if any, was killed",
+            )
+            self._save(execution_dir, record)
+            self.echo(f"[{_clock()}] execution {execution_id} Stopped by {how}")
+            raise ExecutionStopped(
+                f"execution {execution_id} stopped by {how}", record, int(number)
+            ) from None
+        finally:
+            watchdog.close()
+
+        record["EndTime"] = datetime.now(UTC).isoformat()
+        record["Seconds"] = round((datetime.now(UTC) - started).total_seconds(), 2)
+        if failure is not None:
+            record.update(PipelineExecutionStatus="Failed", FailureReason=failure[:4000])
+            self._save(execution_dir, record)
+            self.echo(f"[{_clock()}] execution {execution_id} Failed in {record['Seconds']:.1f} s")
+            raise ExecutionFailed(failure, record)
+        record["PipelineExecutionStatus"] = "Succeeded"
+        self._save(execution_dir, record)
+        self.echo(f"[{_clock()}] execution {execution_id} Succeeded in {record['Seconds']:.1f} s")
+        return record
+
+    def _run_steps(
+        self,
+        order: list[StepNode],
+        record: dict,
+        scope: Scope,
+        jobs: Jobs,
+        execution_id: str,
+        use_cache: bool,
+    ) -> str | None:
+        """Run the steps in order, updating `record`; the failure reason, or None."""
+        execution_dir = self.executions_dir / execution_id
         states: dict[str, str] = {}
         chosen_branch: dict[str, str] = {}
         failure: str | None = None
@@ -342,15 +478,6 @@ class LocalRunner:
                     failure = outcome["FailureReason"]
                     states[node.name] = "Failed"
                     step_record["StepStatus"] = "Failed"
-            except KeyboardInterrupt:
-                step_record.update(StepStatus="Stopped", EndTime=datetime.now(UTC).isoformat())
-                record.update(
-                    PipelineExecutionStatus="Stopped",
-                    EndTime=datetime.now(UTC).isoformat(),
-                    FailureReason="stopped by the user",
-                )
-                self._save(execution_dir, record)
-                raise
             except Exception as error:
                 reason = f"{node.type} step {node.name} failed: {error}"
                 if not isinstance(
@@ -367,17 +494,7 @@ class LocalRunner:
             self._save(execution_dir, record)
             self.echo(self._end_line(node, step_record, seconds))
 
-        record["EndTime"] = datetime.now(UTC).isoformat()
-        record["Seconds"] = round((datetime.now(UTC) - started).total_seconds(), 2)
-        if failure is not None:
-            record.update(PipelineExecutionStatus="Failed", FailureReason=failure[:4000])
-            self._save(execution_dir, record)
-            self.echo(f"[{_clock()}] execution {execution_id} Failed in {record['Seconds']:.1f} s")
-            raise ExecutionFailed(failure, record)
-        record["PipelineExecutionStatus"] = "Succeeded"
-        self._save(execution_dir, record)
-        self.echo(f"[{_clock()}] execution {execution_id} Succeeded in {record['Seconds']:.1f} s")
-        return record
+        return failure
 
     @staticmethod
     def _skip_reason(node: StepNode, states: Mapping[str, str], chosen: Mapping[str, str]) -> str:

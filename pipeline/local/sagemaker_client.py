@@ -8,12 +8,11 @@ update_endpoint return once the new server answers /ping, so the endpoint is InS
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.local.endpoints import EndpointError, Endpoints
+from pipeline.local.endpoints import EndpointBusy, EndpointError, Endpoints
 from pipeline.local.registry import Registry, as_time, client_error, merge_tags
 from pipeline.local.store import ObjectStore, home_dir, locked, read_json, write_json
 
@@ -222,28 +221,24 @@ class LocalSageMakerClient:
                 "ValidationException",
                 f'Could not find endpoint configuration "{self._arn("endpoint-config", config)}".',
             )
-        path = self.endpoints.record_path("endpoints", name)
-        with locked(path):
-            if path.exists():
-                raise client_error(
-                    "CreateEndpoint",
-                    "ValidationException",
-                    f'Cannot create already existing endpoint "{arn}".',
-                )
-            write_json(
-                path,
-                {
-                    "EndpointName": name,
-                    "EndpointArn": arn,
-                    "EndpointConfigName": config,
-                    "EndpointStatus": "Creating",
-                    "CreationTime": _now(),
-                    "LastModifiedTime": _now(),
-                    "Tags": list(kwargs.get("Tags") or []),
-                    "Server": None,
-                },
-            )
-        self._serve(name, config)
+        record = {
+            "EndpointName": name,
+            "EndpointArn": arn,
+            "EndpointConfigName": config,
+            "CreationTime": _now(),
+            "LastModifiedTime": _now(),
+            "Tags": list(kwargs.get("Tags") or []),
+        }
+        try:
+            self.endpoints.create(record)
+        except FileExistsError:
+            raise client_error(
+                "CreateEndpoint",
+                "ValidationException",
+                f'Cannot create already existing endpoint "{arn}".',
+            ) from None
+        except EndpointError:
+            pass  # the record says Failed, with the FailureReason, as SageMaker's would
         return {"EndpointArn": arn}
 
     def update_endpoint(self, **kwargs: Any) -> dict:
@@ -258,18 +253,23 @@ class LocalSageMakerClient:
                 f'Could not find endpoint configuration "{self._arn("endpoint-config", config)}".',
             )
         # A local server swap is instant, so DeploymentConfig (canary, bake time) has no effect.
-        self._serve(name, config)
+        try:
+            self.endpoints.deploy(name, config, wait=False)
+        except EndpointBusy:
+            # As SageMaker refuses an update while one is under way.
+            raise client_error(
+                "UpdateEndpoint",
+                "ValidationException",
+                f'Cannot update in-progress endpoint "{self._arn("endpoint", name)}".',
+            ) from None
+        except EndpointError:
+            pass  # a failed update keeps serving the old config, with the FailureReason
         return {"EndpointArn": self._arn("endpoint", name)}
-
-    def _serve(self, name: str, config: str) -> None:
-        # On failure the record says Failed (new endpoint) or keeps serving the old config
-        # (update), as SageMaker would; describe_endpoint reports the FailureReason.
-        with contextlib.suppress(EndpointError):
-            self.endpoints.deploy(name, config)
 
     def describe_endpoint(self, **kwargs: Any) -> dict:
         _required("DescribeEndpoint", kwargs, "EndpointName")
-        record = self.endpoints.get("endpoints", kwargs["EndpointName"])
+        # Repaired first: a deploy abandoned by a killed process must not read as Updating.
+        record = self.endpoints.recover(kwargs["EndpointName"])
         if record is None:
             raise self._missing_endpoint("DescribeEndpoint", kwargs["EndpointName"])
         out = self._shape(record)
@@ -289,8 +289,10 @@ class LocalSageMakerClient:
     def list_endpoints(self, **kwargs: Any) -> dict:
         summaries = []
         for name in self.endpoints.names("endpoints"):
-            record = self.endpoints.get("endpoints", name) or {}
             if kwargs.get("NameContains") and kwargs["NameContains"] not in name:
+                continue
+            record = self.endpoints.recover(name)
+            if record is None:
                 continue
             summaries.append(
                 {
@@ -305,9 +307,8 @@ class LocalSageMakerClient:
 
     def delete_endpoint(self, **kwargs: Any) -> dict:
         _required("DeleteEndpoint", kwargs, "EndpointName")
-        if self.endpoints.get("endpoints", kwargs["EndpointName"]) is None:
+        if not self.endpoints.delete(kwargs["EndpointName"]):
             raise self._missing_endpoint("DeleteEndpoint", kwargs["EndpointName"])
-        self.endpoints.delete(kwargs["EndpointName"])
         return {}
 
     # -- tags ---------------------------------------------------------------------------------

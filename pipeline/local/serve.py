@@ -4,8 +4,11 @@
 
 Unpacks the archive, loads the model through its own `code/inference.py` (`model_fn`,
 `input_fn`, `predict_fn`, `output_fn`) and answers `GET /ping` and `POST /invocations` on
-127.0.0.1. The request's Content-Type goes to `input_fn`, its Accept to `output_fn` (both
-default to application/json, as in SageMaker's toolkit). An error carrying an integer
+127.0.0.1, served by waitress: HTTP parsing (a bad or repeated Content-Length is a 400, a
+body over the limit a 413), a bounded worker pool, a real listen backlog and idle timeouts
+come from a maintained server rather than hand-written HTTP. The request's Content-Type goes
+to `input_fn`, its Accept to `output_fn` (both default to application/json, as in SageMaker's
+toolkit). An error carrying an integer
 `status_code` is answered with that code and its message; any other error with 500. Once the
 model is loaded the chosen port is written to `<workdir>/port` (temp name + rename).
 """
@@ -22,15 +25,27 @@ import tarfile
 import tempfile
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
+
+import waitress
 
 DEFAULT_TYPE = "application/json"
 # SageMaker real-time invocations accept payloads up to 6 MB.
 MAX_BODY_BYTES = 6 * 1024 * 1024
-# A refused body is read and dropped up to this size before answering 413.
+# Bodies up to this size are read (spooled to a temp file past 512 KB) before a 413, so the
+# client sees the answer rather than a reset; larger ones are cut off by waitress itself.
 DRAIN_LIMIT = 64 * 1024 * 1024
+# Worker threads: requests being decoded, predicted or encoded at once. Connections beyond
+# them (up to CONNECTION_LIMIT) are buffered by waitress's event loop, not given a thread,
+# so stalled uploads cost a socket each, never a worker.
+WORKER_THREADS = 4
+CONNECTION_LIMIT = 512
+# Kernel queue of connections not yet accepted: a burst of clients waits there, not reset.
+LISTEN_BACKLOG = 1024
+# A connection silent this long (a stalled upload, an idle keep-alive) is closed.
+CHANNEL_TIMEOUT_S = 30
 
 
 def unpack_model(archive: Path, dest: Path) -> Path:
@@ -38,9 +53,14 @@ def unpack_model(archive: Path, dest: Path) -> Path:
     if dest.exists():
         shutil.rmtree(dest)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    with tarfile.open(archive, "r:*") as tar:
-        tar.extractall(tmp, filter="data")
-    tmp.rename(dest)
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            tar.extractall(tmp, filter="data")
+        tmp.rename(dest)
+    except BaseException:
+        # A refused archive (a member leaving the folder, a damaged stream) leaves nothing.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return dest
 
 
@@ -64,90 +84,98 @@ def load_handler(model_dir: Path) -> ModuleType:
     return module
 
 
-class ModelServer(ThreadingHTTPServer):
-    daemon_threads = True
+class InvocationApp:
+    """The WSGI application: /ping and /invocations over the model's own handler functions.
 
-    def __init__(self, address, handler_module: ModuleType, model: object, max_body: int):
-        super().__init__(address, InvocationHandler)
+    Decoding (input_fn) and encoding (output_fn) run on the server's worker threads side by
+    side; only predict_fn holds the model, one request at a time, as one toolkit worker would.
+    """
+
+    def __init__(self, handler_module: ModuleType, model: object, max_body: int = MAX_BODY_BYTES):
         self.handler_module = handler_module
         self.model = model
         self.max_body = max_body
-        # One request at a time through the model, as one worker of the toolkit would do.
         self.model_lock = threading.Lock()
 
+    def __call__(self, environ: dict, start_response) -> list[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if path == "/ping" and method == "GET":
+            return _answer(start_response, 200, "")
+        if path == "/invocations" and method == "POST":
+            return self._invoke(environ, start_response)
+        if path in ("/ping", "/invocations"):
+            return _answer(start_response, 405, f"{method} {path} is not allowed")
+        return _answer(
+            start_response, 404, f"no such path {path}; use GET /ping or POST /invocations"
+        )
 
-class InvocationHandler(BaseHTTPRequestHandler):
-    server: ModelServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: object) -> None:
-        sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-    def _send(self, code: int, body: bytes | str, content_type: str = "text/plain") -> None:
-        data = body.encode() if isinstance(body, str) else body
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _discard(self, length: int) -> None:
-        """Read a refused body (up to a bound) so the client sees the answer, not a reset."""
-        left = min(length, DRAIN_LIMIT)
-        while left > 0:
-            chunk = self.rfile.read(min(left, 1 << 20))
-            if not chunk:
-                return
-            left -= len(chunk)
-
-    def do_GET(self) -> None:
-        if self.path == "/ping":
-            self._send(200, "")
-        else:
-            self._send(404, f"no such path {self.path}; use GET /ping or POST /invocations")
-
-    def do_POST(self) -> None:
-        if self.path != "/invocations":
-            self._send(404, f"no such path {self.path}; use POST /invocations")
-            return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            self._send(411, "a Content-Length header is required")
-            return
-        if int(length) > self.server.max_body:
-            self._discard(int(length))
-            self.close_connection = True
-            self._send(
-                413, f"request body of {length} bytes exceeds the limit of {self.server.max_body}"
+    def _invoke(self, environ: dict, start_response) -> list[bytes]:
+        # The server has read and bounded the whole body already (Content-Length checked,
+        # chunked bodies reassembled), so this read never waits on the client.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if length > self.max_body:
+            return _answer(
+                start_response,
+                413,
+                f"request body of {length} bytes exceeds the limit of {self.max_body}",
             )
-            return
-        body = self.rfile.read(int(length))
-        content_type = self.headers.get("Content-Type") or DEFAULT_TYPE
-        accept = self.headers.get("Accept") or DEFAULT_TYPE
+        body = environ["wsgi.input"].read(length) if length else b""
+        content_type = environ.get("CONTENT_TYPE") or DEFAULT_TYPE
+        accept = environ.get("HTTP_ACCEPT") or DEFAULT_TYPE
         if accept == "*/*":
             accept = DEFAULT_TYPE
-        module = self.server.handler_module
+        module = self.handler_module
         try:
-            with self.server.model_lock:
-                data = module.input_fn(body, content_type)
-                prediction = module.predict_fn(data, self.server.model)
-                result = module.output_fn(prediction, accept)
+            data = module.input_fn(body, content_type)
+            with self.model_lock:
+                prediction = module.predict_fn(data, self.model)
+            result = module.output_fn(prediction, accept)
         except Exception as error:
             code = getattr(error, "status_code", None)
             if isinstance(code, int) and 400 <= code < 600:
                 message = getattr(error, "message", None) or str(error)
-                self._send(code, str(message))
-            else:
-                traceback.print_exc()
-                self._send(500, f"internal error: {type(error).__name__}: {error}")
-            return
+                return _answer(start_response, code, str(message))
+            traceback.print_exc()
+            return _answer(start_response, 500, f"internal error: {type(error).__name__}: {error}")
         response_type = accept
         if isinstance(result, tuple) and len(result) == 2:
             result, response_type = result
         if isinstance(result, (dict, list)):
             result = json.dumps(result)
-        self._send(200, result if isinstance(result, (bytes, str)) else str(result), response_type)
+        body_out = result if isinstance(result, (bytes, str)) else str(result)
+        return _answer(start_response, 200, body_out, response_type)
+
+
+def _answer(
+    start_response, code: int, body: bytes | str, content_type: str = "text/plain"
+) -> list[bytes]:
+    data = body.encode() if isinstance(body, str) else body
+    reason = HTTPStatus(code).phrase if code in HTTPStatus._value2member_map_ else "Error"
+    start_response(
+        f"{code} {reason}",
+        [("Content-Type", content_type), ("Content-Length", str(len(data)))],
+    )
+    return [data]
+
+
+def create_server(app: InvocationApp, port: int = 0, idle_timeout: int = CHANNEL_TIMEOUT_S):
+    """A waitress server on 127.0.0.1 (not started): see the module docstring for its limits."""
+    return waitress.create_server(
+        app,
+        host="127.0.0.1",
+        port=port,
+        threads=WORKER_THREADS,
+        backlog=LISTEN_BACKLOG,
+        connection_limit=CONNECTION_LIMIT,
+        channel_timeout=idle_timeout,
+        # How often idle connections are looked for (waitress's default is every 30 s).
+        cleanup_interval=max(1, idle_timeout // 2),
+        max_request_body_size=max(DRAIN_LIMIT, app.max_body + 1),
+        # poll(), not select(): select cannot watch file descriptors above 1024.
+        asyncore_use_poll=True,
+        ident="bincount-local-endpoint",
+        expose_tracebacks=False,
+    )
 
 
 def write_port(workdir: Path, port: int) -> None:
@@ -162,19 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True, type=Path, help="folder to unpack into")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
+    parser.add_argument(
+        "--idle-timeout",
+        type=int,
+        default=CHANNEL_TIMEOUT_S,
+        help="seconds a silent connection (a stalled upload) is kept",
+    )
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     (args.workdir / "port").unlink(missing_ok=True)
     model_dir = unpack_model(args.model_data, args.workdir / "model")
     module = load_handler(model_dir)
     model = module.model_fn(str(model_dir))
-    server = ModelServer(("127.0.0.1", args.port), module, model, args.max_body_bytes)
-    write_port(args.workdir, server.server_address[1])
-    print(f"serving {args.model_data} on http://127.0.0.1:{server.server_address[1]}", flush=True)
+    app = InvocationApp(module, model, args.max_body_bytes)
+    server = create_server(app, args.port, args.idle_timeout)
+    port = server.effective_port
+    write_port(args.workdir, port)
+    print(f"serving {args.model_data} on http://127.0.0.1:{port}", flush=True)
     try:
-        server.serve_forever()
+        server.run()
     finally:
-        server.server_close()
+        server.close()
     return 0
 
 

@@ -46,6 +46,12 @@ def write_json(path: Path, data: object) -> None:
         raise
 
 
+def write_json_line(path: Path, data: object) -> None:
+    """Append `data` as one JSON line, under the file's lock (writers never interleave)."""
+    with locked(path), open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(data, sort_keys=True, default=str) + "\n")
+
+
 def read_json(path: Path) -> object:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -59,6 +65,24 @@ def locked(path: Path) -> Iterator[None]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def try_locked(path: Path) -> Iterator[bool]:
+    """The lock of `locked(path)` if it is free right now: yields True holding it, False (not
+    holding it) when another holder has it. A holder that died has released it: flock goes
+    with the process, so a free lock over a record saying "in progress" means abandoned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 

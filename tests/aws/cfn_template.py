@@ -159,6 +159,12 @@ class ResolvedTemplate:
             return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self._queue(name)}"
         if kind == "AWS::SageMaker::ModelPackageGroup":
             return self.attribute(name, "ModelPackageGroupArn")
+        if kind == "AWS::SNS::Topic":
+            topic = props.get("TopicName") or self._generated_name(name, kind)
+            return f"arn:aws:sns:{self.region}:{self.account}:{topic}"
+        if kind == "AWS::IAM::ManagedPolicy":
+            policy = props.get("ManagedPolicyName") or self._generated_name(name, kind)
+            return f"arn:aws:iam::{self.account}:policy/{policy}"
         raise Unresolvable(f"Ref of a {kind} ({name})")
 
     def attribute(self, name: str, attribute: str) -> str:

@@ -20,13 +20,13 @@ APPROVAL = "SageMaker Model Package State Change"
 ENDPOINT = "SageMaker Endpoint State Change"
 
 
-def _server_up_at_once(self, endpoint_name: str, config_name: str) -> dict:
+def _server_up_at_once(self, endpoint_name: str, config_name: str, workdir) -> dict:
     _, model = self.model_of_config(config_name)
     container = model.get("PrimaryContainer") or model["Containers"][0]
     return {
         "Pid": 0,  # no such process: stopping it is a no-op
         "Port": 0,
-        "Workdir": str(self.root / "servers" / endpoint_name / "stand-in"),
+        "Workdir": str(workdir),
         "ModelName": model["ModelName"],
         "ModelDataUrl": container["ModelDataUrl"],
         "StartedAt": "2025-01-01T00:00:00+00:00",

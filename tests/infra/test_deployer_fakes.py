@@ -6,20 +6,36 @@ recorded as (service, Operation, request), so tests can also check IAM coverage.
 change state only when a test says so (`finish`), like the asynchronous service: create and
 update leave them Creating / Updating with a PendingDeploymentSummary.
 
-This file also tests the fakes themselves; test_deployer_reconcile.py imports them.
+Every request also goes through tests/aws's strict validator (service_model.validate), the
+one the IAM-coverage and request tests use. Besides SageMaker and Application Auto Scaling
+there are SageMaker Runtime (InvokeEndpoint answered from the model the endpoint serves) and
+SNS (Publish recorded).
+
+This file also tests the fakes themselves; the other test_deployer_*, test_smoke,
+test_notify and test_promotion modules import them.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import botocore.session
 import pytest
 import regex
 from botocore.exceptions import ClientError, ParamValidationError
+from botocore.response import StreamingBody
 from botocore.validate import validate_parameters
+
+# tests/ is no package: tests/aws's strict validator is imported by path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "aws"))
+import service_model as strict
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -106,13 +122,23 @@ class _Recorded:
 
         def call(**request):
             validate_request(service, operation, request)
+            strict.validate(service, operation, request)
             self.log.append((service, operation, request))
             return attr(**request)
 
         return call
 
 
-_NOT_OPERATIONS = {"finish", "register", "set_status", "endpoint", "calls", "fail_next"}
+_NOT_OPERATIONS = {
+    "finish",
+    "register",
+    "set_status",
+    "endpoint",
+    "calls",
+    "fail_next",
+    "answer",
+    "serving_version",
+}
 
 
 class FakeSageMaker(_Recorded):
@@ -165,7 +191,10 @@ class FakeSageMaker(_Recorded):
                 "Containers": [
                     {
                         "Image": f"763104351884.dkr.ecr.{REGION}.amazonaws.com/pytorch:2.6",
+                        # DescribeModelPackage reports these; SageMaker works them out.
+                        "ImageDigest": "sha256:" + "0" * 64,
                         "ModelDataUrl": f"s3://bucket/models/{version}/model.tar.gz",
+                        "ModelDataETag": f"etag{version}",
                         "Environment": {"SAGEMAKER_PROGRAM": "inference.py"},
                     }
                 ],
@@ -223,6 +252,28 @@ class FakeSageMaker(_Recorded):
             k: (dict(v) if isinstance(v, dict) else v)
             for k, v in self._package("DescribeModelPackage", ModelPackageName).items()
         }
+
+    def create_model_package(self, **request) -> dict:
+        group = request["ModelPackageGroupName"]
+        token = request.get("ClientToken")
+        for package in self.packages.values():
+            if token and package.get("_token") == token:
+                return {"ModelPackageArn": package["ModelPackageArn"]}
+        version = 1 + sum(p["ModelPackageGroupName"] == group for p in self.packages.values())
+        arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model-package/{group}/{version}"
+        stored = {k: v for k, v in request.items() if k != "ClientToken"}
+        self.packages[arn] = {
+            **stored,
+            "ModelPackageVersion": version,
+            "ModelPackageArn": arn,
+            "ModelPackageName": group,
+            "CreationTime": self._now(),
+            "LastModifiedTime": self._now(),
+            "ModelPackageStatus": "Completed",
+            "ModelApprovalStatus": request.get("ModelApprovalStatus", "PendingManualApproval"),
+            "_token": token,
+        }
+        return {"ModelPackageArn": arn}
 
     def list_model_packages(self, **request) -> dict:
         found = [
@@ -332,7 +383,11 @@ class FakeSageMaker(_Recorded):
             "endpoint-config",
             EndpointConfigName,
         )
-        return {"EndpointConfigName": EndpointConfigName, "EndpointConfigArn": config["Arn"]}
+        return {
+            "EndpointConfigName": EndpointConfigName,
+            "EndpointConfigArn": config["Arn"],
+            "ProductionVariants": [dict(v) for v in config["ProductionVariants"]],
+        }
 
     def list_endpoint_configs(self, **request) -> dict:
         return self._list(
@@ -421,7 +476,23 @@ class FakeSageMaker(_Recorded):
     def describe_endpoint(self, EndpointName: str) -> dict:
         if EndpointName not in self.endpoints:
             raise self._missing_endpoint("DescribeEndpoint", EndpointName)
-        return dict(self.endpoints[EndpointName])
+        endpoint = dict(self.endpoints[EndpointName])
+        if endpoint["EndpointStatus"] != "Creating":
+            # As SageMaker reports the variants it runs: serverless or instance-based.
+            (variant,) = self.configs[endpoint["EndpointConfigName"]]["ProductionVariants"]
+            running = {"VariantName": variant["VariantName"]}
+            if "ServerlessConfig" in variant:
+                running["CurrentServerlessConfig"] = dict(variant["ServerlessConfig"])
+            else:
+                running["CurrentInstanceCount"] = variant["InitialInstanceCount"]
+            endpoint["ProductionVariants"] = [running]
+        return endpoint
+
+    def serving_version(self, name: str) -> str:
+        """BINCOUNT_MODEL_VERSION of the model the endpoint's config runs."""
+        config = self.configs[self.endpoints[name]["EndpointConfigName"]]
+        model = self.models[config["ProductionVariants"][0]["ModelName"]]
+        return model["PrimaryContainer"]["Environment"]["BINCOUNT_MODEL_VERSION"]
 
     def delete_endpoint(self, EndpointName: str) -> dict:
         if EndpointName not in self.endpoints:
@@ -451,6 +522,63 @@ class FakeSageMaker(_Recorded):
     def list_tags(self, ResourceArn: str, **request) -> dict:
         tags = self._taggable("ListTags", ResourceArn)
         return {"Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+
+
+class FakeRuntime(_Recorded):
+    """sagemaker-runtime: an InService endpoint answers as training/inference.py does, for the
+    version its model serves, taking `latency_ms` on `clock` (a test's Clock). `answer` may
+    replace the answer: a function (request, version) -> bytes, or raise a ClientError."""
+
+    service = "sagemaker-runtime"
+
+    def __init__(self, sm: FakeSageMaker, clock=None, latency_ms: float = 50.0):
+        super().__init__(sm.log)
+        self.sm = sm
+        self._clock = clock
+        self.latency_ms = latency_ms
+        self.answer: Callable[[dict, str], bytes] | None = None
+
+    def invoke_endpoint(self, **request) -> dict:
+        name = request["EndpointName"]
+        endpoint = self.sm.endpoints.get(name)
+        if endpoint is None or endpoint["EndpointStatus"] not in {"InService", "Updating"}:
+            raise error(
+                "InvokeEndpoint", "ValidationError", f"Endpoint {name} of account not found."
+            )
+        if self._clock is not None:
+            self._clock.now += self.latency_ms / 1000.0
+        version = self.sm.serving_version(name)
+        body = (self.answer or good_answer)(request, version)
+        return {
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+            "ContentType": "application/json",
+            "Body": StreamingBody(io.BytesIO(body), len(body)),
+        }
+
+
+def good_answer(request: dict, version: str) -> bytes:
+    probabilities = {"1": 0.1, "2": 0.2, "3": 0.4, "4": 0.2, "5": 0.1}
+    return json.dumps(
+        {"predictions": [{"count": 3, "probabilities": probabilities}], "model_version": version}
+    ).encode()
+
+
+class FakeSNS(_Recorded):
+    service = "sns"
+
+    def __init__(self, log: list | None = None):
+        super().__init__(log if log is not None else [])
+        self.messages: list[dict] = []
+        self._failures: list[ClientError] = []
+
+    def fail_next(self, failure: ClientError) -> None:
+        self._failures.append(failure)
+
+    def publish(self, **request) -> dict:
+        if self._failures:
+            raise self._failures.pop(0)
+        self.messages.append(request)
+        return {"MessageId": str(len(self.messages))}
 
 
 class FakeAutoscaling(_Recorded):

@@ -214,7 +214,9 @@ def test_model_role_reads_models_writes_capture_and_nothing_else_in_s3(template_
         ("DataCaptureObjects", "s3:AbortMultipartUpload"),
     }
     assert _object_arns(model["ReadModelArtifacts"]) == [f"/{ENV.s3_prefix}/executions/*"]
-    assert _object_arns(model["DataCaptureObjects"]) == [f"/{ENV.data_capture_prefix}/*"]
+    assert _object_arns(model["DataCaptureObjects"]) == [
+        f"/{stage.data_capture_prefix}/*" for stage in ENV.stages
+    ]
     assert "/pytorch-inference" in json.dumps(model["PullInferenceImage"]["Resource"])
     assert "pytorch-training" not in json.dumps(model)
     assert ":log-group:/aws/sagemaker/Endpoints/*" in json.dumps(model["EndpointLogs"]["Resource"])
@@ -360,7 +362,9 @@ def test_deployer_runs_one_at_a_time_and_keeps_lost_events_in_a_dead_letter_queu
     # while the approval rule's invocation waits on the endpoint; the deployer tolerates the race.
     assert "ReservedConcurrentExecutions" not in function
     assert function["DeadLetterConfig"]["TargetArn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
-    for _, rule in resources["AWS::Events::Rule"]:
+    deployer_rules = [r for i, r in resources["AWS::Events::Rule"] if i.startswith("Deployer")]
+    assert len(deployer_rules) == 3 * len(ENV.stages)
+    for rule in deployer_rules:
         (target,) = rule["Targets"]
         assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue_id, "Arn"]}
         assert target["RetryPolicy"]["MaximumRetryAttempts"] == 2
@@ -484,7 +488,8 @@ def test_destroying_the_stack_tears_down_what_the_deployer_made(template_json):
     key = next(i for i, r in resources.items() if r["Type"] == "AWS::KMS::Key")
     assert {model_role, key} <= depends
     for logical_id, resource in resources.items():
-        if resource["Type"] in {"AWS::Events::Rule", "AWS::SageMaker::Pipeline"}:
+        deploys = logical_id.startswith("Deployer") and resource["Type"] == "AWS::Events::Rule"
+        if deploys or resource["Type"] == "AWS::SageMaker::Pipeline":
             assert teardown_id in resource.get("DependsOn", []), logical_id
     (provider_fn,) = [
         r["Properties"]
@@ -509,7 +514,8 @@ def test_deployer_gets_its_group_and_a_volume_key_only_where_the_type_takes_one(
     variables = function["Environment"]["Variables"]
     assert variables["MODEL_PACKAGE_GROUP"] == ENV.resource_prefix
     assert int(variables["WAIT_SECONDS"]) <= 300
-    if accepts_volume_kms_key(ENV.endpoint_instance_type):
+    first = ENV.stages[0]
+    if accepts_volume_kms_key(first.instance_type) and not first.serverless:
         assert variables["VOLUME_KMS_KEY_ARN"] == variables["KMS_KEY_ARN"]
     else:
         assert variables["VOLUME_KMS_KEY_ARN"] == ""

@@ -277,7 +277,7 @@ def test_endpoint_need_is_doubled_for_blue_green():
 
     check = results[f"quota: {endpoint}"]
     assert check.status == "FAIL"
-    assert check.detail.startswith("6 (need 12: endpoint: 2 x 6 instances")
+    assert check.detail.startswith("6 (need 12: live: 2 x 6 instances")
     assert "--desired-value 12" in check.remedy
 
 

@@ -24,7 +24,7 @@ PARAMETERS = {
     "ProcessingInstanceType", "ProcessingInstanceCount", "TrainingInstanceType",
     "TrainingInstanceCount", "Epochs", "LearningRate", "BatchSize", "ImageSize", "Architecture",
     "SourceUri", "FileListUri", "PerClassCap", "AccuracyThreshold", "ModelApprovalStatus",
-    "EndpointName",
+    "EndpointName", "MinTrainImages", "MinValidationImages", "MinTestImages", "MaxSkipFraction",
 }  # fmt: skip
 EXECUTION_VARIABLES = {
     "ExecutionId", "PipelineExecutionId", "PipelineExecutionArn", "PipelineName", "PipelineArn",
@@ -147,7 +147,8 @@ def test_scripts_get_exactly_the_contract_arguments(definition):
 
     prepare = flags("Prepare")
     assert list(prepare) == [
-        "--source", "--file-list", "--min-count", "--max-count", "--per-class-cap", "--val-ratio",
+        "--source", "--file-list", "--min-count", "--max-count", "--per-class-cap",
+        "--max-skip-fraction", "--val-ratio",
         "--test-ratio", "--image-size", "--shard-size", "--workers", "--output-dir",
     ]  # fmt: skip
     assert prepare["--source"] == {"Get": "Parameters.SourceUri"}
@@ -162,6 +163,9 @@ def test_scripts_get_exactly_the_contract_arguments(definition):
         "--model-dir": "/opt/ml/processing/model",
         "--test-dir": "/opt/ml/processing/test",
         "--output-dir": "/opt/ml/processing/evaluation",
+        "--min-test-images": {
+            "Std:Join": {"On": "", "Values": [{"Get": "Parameters.MinTestImages"}]}
+        },
     }
     entry = step(definition, "Prepare")["Arguments"]["AppSpecification"]["ContainerEntrypoint"]
     assert entry[0] == "/bin/bash" and entry[1].endswith("runproc.sh")
@@ -171,7 +175,8 @@ def test_training_hyperparameters_channels_and_metrics(definition):
     args = step(definition, "Train")["Arguments"]
     hyper = args["HyperParameters"]
     for name in ("epochs", "batch_size", "learning_rate", "arch", "image_size", "pretrained",
-                 "seed", "patience", "compile", "checkpoint_dir"):  # fmt: skip
+                 "seed", "patience", "compile", "checkpoint_dir", "min_train_images",
+                 "min_validation_images"):  # fmt: skip
         assert name in hyper, name
     assert hyper["sagemaker_program"] == "train.py"
     assert hyper["sagemaker_submit_directory"].endswith("/sourcedir.tar.gz")
@@ -461,3 +466,12 @@ def test_definition_builds_with_a_missing_aws_profile():
     )
     assert run.returncode == 0, run.stderr.decode()
     assert json.loads(run.stdout)["Steps"]
+
+
+def test_a_default_the_checker_would_refuse_never_reaches_a_definition(tmp_path):
+    from dataclasses import replace
+
+    settings = Settings(staging_dir=tmp_path)
+    bad = settings.replace(defaults=replace(settings.defaults, epochs=0))
+    with pytest.raises(ValueError, match="default of parameter Epochs must be at least 1"):
+        build(bad)

@@ -19,6 +19,7 @@ from evaluate import (
     evaluate,
     main,
     majority_baseline,
+    wilson_interval,
 )
 from shard_factory import write_shards
 
@@ -92,7 +93,7 @@ def test_packaged_model_evaluated_through_its_serving_code(tmp_path: Path):
     test_dir = write_shards(tmp_path / "test", n=70, size=32, seed=3, shard_size=32)
     out = tmp_path / "evaluation"
 
-    report = evaluate(model_input, test_dir, out, batch_size=16)
+    report = evaluate(model_input, test_dir, out, batch_size=16, min_test_images=70)
 
     on_disk = json.loads((out / "evaluation.json").read_text())
     assert on_disk["test_images"] == 70 == report["test_images"]
@@ -110,6 +111,8 @@ def test_packaged_model_evaluated_through_its_serving_code(tmp_path: Path):
     assert set(on_disk["counting_metrics"]) == {"rmse", "mae", "within_one_accuracy"}
     assert on_disk["baseline"]["majority_class"] in CLASSES
     assert on_disk["model"]["arch"] == "smallcnn"
+    low, high = on_disk["accuracy_confidence_interval_95"]
+    assert low <= metrics["accuracy"]["value"] <= high and 0 < high - low < 0.25
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = (out / "predictions.csv").read_text().splitlines()
     assert rows[0] == "id,label,predicted,p1,p2,p3,p4,p5"
@@ -127,11 +130,11 @@ def test_runs_as_the_processing_job_runs_it(tmp_path: Path):
         (code / script.name).write_bytes(script.read_bytes())
     done = subprocess.run(
         [sys.executable, "evaluate.py", "--model-dir", str(model_input), "--test-dir",
-         str(test_dir), "--output-dir", str(tmp_path / "out")],
+         str(test_dir), "--output-dir", str(tmp_path / "out"), "--min-test-images", "20"],
         cwd=code, capture_output=True, text=True, timeout=300, env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "20 test images" in done.stdout
+    assert "20 test images" in done.stdout and "95% interval" in done.stdout
     assert (tmp_path / "out" / "evaluation.json").is_file()
 
 
@@ -151,7 +154,7 @@ def test_model_dir_without_a_model_is_named(tmp_path: Path, capsys):
     (tmp_path / "empty").mkdir()
     code = main(
         ["--model-dir", str(tmp_path / "empty"), "--test-dir", str(test_dir),
-         "--output-dir", str(tmp_path / "out")]
+         "--output-dir", str(tmp_path / "out"), "--min-test-images", "5"]
     )  # fmt: skip
     assert code == 2
     assert "neither model.json nor exactly one model.tar.gz" in capsys.readouterr().err
@@ -168,7 +171,7 @@ def test_archive_escaping_its_folder_is_refused(tmp_path: Path, capsys):
         tar.addfile(info, io.BytesIO(payload))
     code = main(
         ["--model-dir", str(archive_dir), "--test-dir", str(test_dir),
-         "--output-dir", str(tmp_path / "out")]
+         "--output-dir", str(tmp_path / "out"), "--min-test-images", "5"]
     )  # fmt: skip
     assert code == 2
     assert "not a readable model archive" in capsys.readouterr().err
@@ -187,7 +190,58 @@ def test_labels_outside_the_model_counts_are_named(tmp_path: Path, capsys):
     )
     code = main(
         ["--model-dir", str(model_input), "--test-dir", str(test_dir),
-         "--output-dir", str(tmp_path / "out")]
+         "--output-dir", str(tmp_path / "out"), "--min-test-images", "2"]
     )  # fmt: skip
     assert code == 2
     assert "test labels [7] are outside the model's counts" in capsys.readouterr().err
+
+
+def test_a_test_split_below_its_minimum_is_refused_before_the_model_is_loaded(
+    tmp_path: Path, capsys
+):
+    """One test image once gave accuracy 1.0 and passed the gate."""
+    test_dir = write_shards(tmp_path / "test", n=1, size=32)
+    (tmp_path / "no-model").mkdir()  # never looked at
+    code = main(
+        ["--model-dir", str(tmp_path / "no-model"), "--test-dir", str(test_dir),
+         "--output-dir", str(tmp_path / "out")]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "the test split has 1 image, fewer than the 200 required to judge a model: lower "
+        "--min-test-images (MinTestImages) only if that is intended"
+    ) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_minimum_test_images_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--model-dir", "m", "--test-dir", "t", "--output-dir", "o", "--min-test-images", "0"])
+    assert exited.value.code == 2
+    assert "--min-test-images must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "expected"),
+    [
+        (1, 1, [0.2065, 1.0]),  # one right answer proves little
+        (0, 10, [0.0, 0.2775]),
+        (81, 100, [0.7222, 0.8749]),
+        (710, 1000, [0.6811, 0.7373]),
+    ],
+)
+def test_accuracy_interval_is_wilsons(successes, n, expected):
+    assert wilson_interval(successes, n) == pytest.approx(expected, abs=1e-4)
+
+
+def test_report_states_the_interval_beside_the_test_set_size():
+    truth = np.array([1, 2, 3, 4, 5] * 40)
+    pred = truth.copy()
+    pred[:50] = 1
+    report = build_report(truth, pred, CLASSES, {"arch": "smallcnn", "image_size": 32})
+    accuracy = report["multiclass_classification_metrics"]["accuracy"]
+    assert set(accuracy) == {"value", "standard_deviation"}  # SageMaker's shape, unchanged
+    assert report["test_images"] == 200
+    correct = int((truth == pred).sum())
+    assert report["accuracy_confidence_interval_95"] == wilson_interval(correct, 200)

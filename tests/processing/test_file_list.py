@@ -67,17 +67,18 @@ def test_cap_keeps_the_first_of_each_class_in_order():
 def test_scan_keeps_counts_in_range_caps_classes_and_is_deterministic(tmp_path):
     generate(tmp_path, per_class=5, seed=4, classes=(0, 1, 2, 3, 6))
     source = LocalSource(tmp_path)
-    chosen = scan(source.list_names, source.read, 1, 3, per_class_cap=3, workers=4)
+    chosen, rejected = scan(source.list_names, source.read, 1, 3, per_class_cap=3, workers=4)
+    assert rejected == []
     assert Counter(i.label for i in chosen) == {1: 3, 2: 3, 3: 3}
     assert all(i.from_metadata for i in chosen)
-    again = scan(source.list_names, source.read, 1, 3, per_class_cap=3, workers=2)
+    again, _ = scan(source.list_names, source.read, 1, 3, per_class_cap=3, workers=2)
     assert again == chosen
-    everything = scan(source.list_names, source.read, 1, 3, per_class_cap=0, workers=4)
+    everything, _ = scan(source.list_names, source.read, 1, 3, per_class_cap=0, workers=4)
     assert len(everything) == 15 and set(chosen) <= set(everything)
 
 
 def test_scan_and_list_mode_read_expected_quantity_alike():
-    """2.7, "3" and true are no counts: a scan skips them as fetching rejects them."""
+    """2.7, "3" and true are no counts: a scan rejects them (reported) as fetching does."""
     metadata = {
         "00001": b'{"EXPECTED_QUANTITY": 2}',
         "00002": b'{"EXPECTED_QUANTITY": 2.7}',
@@ -87,11 +88,53 @@ def test_scan_and_list_mode_read_expected_quantity_alike():
     }
     names = lambda folder: [f"{i}.json" for i in metadata]  # noqa: E731
     read = lambda key: metadata[key.removeprefix("metadata/").removesuffix(".json")]  # noqa: E731
-    chosen = scan(names, read, 1, 5, 0, 2)
+    chosen, rejected = scan(names, read, 1, 5, 0, 2)
     assert [(item.image_id, item.label) for item in chosen] == [("00001", 2)]
+    assert sorted((r.image_id, r.reason) for r in rejected) == [
+        (i, "bad_metadata") for i in ("00002", "00003", "00004", "00005")
+    ]
     assert expected_quantity(metadata["00001"]) == 2
     for bad in ("00002", "00003", "00004"):
         with pytest.raises(TypeError, match="not an integer"):
             expected_quantity(metadata[bad])
     with pytest.raises(KeyError):
         expected_quantity(metadata["00005"])
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["data/metadata/..json", "data/metadata/.hidden.json", "m/a b.json", "m/x\\..\\y.json"],
+)
+def test_a_list_naming_an_id_that_is_no_plain_name_is_refused_whole(tmp_path, path):
+    listing = tmp_path / "list.json"
+    listing.write_text(json.dumps({"3": ["data/metadata/1.json", path]}))
+    with pytest.raises(SystemExit, match="is not a plain name") as failure:
+        load_file_list(str(listing))
+    assert str(listing) in str(failure.value)
+
+
+def test_scan_reports_keys_that_are_no_plain_names_and_never_reads_them():
+    names = ["1.json", "../../escape.json", "sub/2.json", ".hidden.json", "3.txt"]
+    reads: list[str] = []
+
+    def read(key: str) -> bytes:
+        reads.append(key)
+        return b'{"EXPECTED_QUANTITY": 2}'
+
+    chosen, rejected = scan(lambda folder: names, read, 1, 5, 0, 2)
+    assert [i.image_id for i in chosen] == ["1"] and reads == ["metadata/1.json"]
+    assert sorted((r.image_id, r.reason) for r in rejected) == [
+        ("../../escape", "bad_id"), (".hidden", "bad_id"), ("sub/2", "bad_id"),
+    ]  # fmt: skip
+
+
+def test_scan_stops_the_job_on_a_read_failure_instead_of_dropping_the_id():
+    from failures import PrepareFailed
+
+    def read(key: str) -> bytes:
+        if key == "metadata/2.json":
+            raise PrepareFailed("prepare: s3://b/metadata/2.json still failing after 12 attempts")
+        return b'{"EXPECTED_QUANTITY": 2}'
+
+    with pytest.raises(SystemExit, match="still failing"):
+        scan(lambda folder: ["1.json", "2.json", "3.json"], read, 1, 5, 0, 2)

@@ -141,35 +141,54 @@ def test_throttling_and_server_errors_are_retried_and_nothing_is_lost(
     assert len(failures) == len(victims) == 6 and set(failures.values()) == {2}
     stats = read_stats(out)
     assert stats["usable"] == 30 and "fetch_error" not in stats["skipped"]
+    assert stats["retries"] == 12
 
 
-def test_errors_past_all_retries_skip_the_item_with_its_reason(
-    s3_bucket, single_host, small_dataset, monkeypatch
-):
+def _client_answering(monkeypatch, victim_url_end: str, status: int, code: str) -> None:
+    """Every GetObject of the victim is answered `status` with the S3 error `code`."""
     import sources
     from botocore.awsrequest import AWSResponse
     from moto.core.botocore_stubber import MockRawResponse
 
-    victim = small_dataset.ids[0]
-
-    def always_denied(request, **_):
-        if request.url.endswith(f"/bin-images/{victim}.jpg"):
-            body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-            return AWSResponse(request.url, 403, {}, MockRawResponse(body))
+    def refuse(request, **_):
+        if request.url.endswith(victim_url_end):
+            body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
+            return AWSResponse(request.url, status, {}, MockRawResponse(body))
         return None
 
     real_client = sources.s3_client
 
     def client_with_fault(*args, **kwargs):
         client = real_client(*args, **kwargs)
-        client.meta.events.register_first("before-send.s3.GetObject", always_denied)
+        client.meta.events.register_first("before-send.s3.GetObject", refuse)
         return client
 
     monkeypatch.setattr(sources, "s3_client", client_with_fault)
+
+
+def test_a_forbidden_object_is_skipped_as_forbidden(
+    s3_bucket, single_host, small_dataset, monkeypatch
+):
+    victim = small_dataset.ids[0]
+    _client_answering(monkeypatch, f"/bin-images/{victim}.jpg", 403, "AccessDenied")
     out = single_host / "out"
     prepare.main(prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out))
-    assert read_skipped(out)[victim] == "fetch_error"
+    assert read_skipped(out)[victim] == "forbidden_image"
     assert read_stats(out)["usable"] == 29
+
+
+def test_throttling_past_all_retries_fails_the_job_instead_of_skipping(
+    s3_bucket, single_host, small_dataset, monkeypatch
+):
+    victim = small_dataset.ids[3]
+    _client_answering(monkeypatch, f"/bin-images/{victim}.jpg", 503, "SlowDown")
+    out = single_host / "out"
+    args = prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out)
+    with pytest.raises(
+        SystemExit, match=rf"{victim}\.jpg still failing after 3 attempts.*SlowDown"
+    ):
+        prepare.main([*args, "--max-attempts", "3"])
+    assert not out.exists() or not list(out.rglob("*.npz"))
 
 
 def test_three_hosts_share_the_selection_disjointly_and_completely(

@@ -109,6 +109,8 @@ def test_train_exits_2_before_loading_anything(
             str(shard_data / "validation"),
             "--checkpoint_dir",
             str(tmp_path / "checkpoints"),
+            "--min_validation_images",
+            "80",
         ]
     )
     err = capsys.readouterr().err

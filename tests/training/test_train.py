@@ -18,6 +18,7 @@ from training_testing import (
     EPOCHS,
     METRICS,
     REPO,
+    SMALL_SPLITS,
     TRAIN_PY,
     TrainingRun,
     run_train,
@@ -148,8 +149,8 @@ def test_resumed_run_ends_with_the_uninterrupted_runs_weights(
     )
     # The last epoch's weights too (model.pt holds the best epoch's, possibly an early one).
     assert_same_tensors(
-        torch.load(checkpoints / "checkpoint.pt", weights_only=False)["model"],
-        torch.load(training_run.checkpoint_dir / "checkpoint.pt", weights_only=False)["model"],
+        torch.load(checkpoints / "checkpoint.pt", weights_only=True)["model"],
+        torch.load(training_run.checkpoint_dir / "checkpoint.pt", weights_only=True)["model"],
     )
     assert (second.model_dir / "model.json").read_text() == (
         training_run.model_dir / "model.json"
@@ -166,7 +167,7 @@ def test_checkpoint_for_another_image_size_is_not_resumed(tmp_path: Path, shard_
     import train
 
     checkpoints = tmp_path / "checkpoints"
-    args = ["--epochs", "1", "--num_threads", "1", "--pretrained", "false"]
+    args = ["--epochs", "1", "--num_threads", "1", "--pretrained", "false", *SMALL_SPLITS]
     common = [
         "--train",
         str(shard_data / "train"),
@@ -178,11 +179,11 @@ def test_checkpoint_for_another_image_size_is_not_resumed(tmp_path: Path, shard_
         str(checkpoints),
     ]
     assert (
-        train.main([*args, *common, "--model_dir", str(tmp_path / "a"), "--image_size", "24"]) == 0
+        train.main([*args, *common, "--model_dir", str(tmp_path / "a"), "--image_size", "48"]) == 0
     )
     assert train.main([*args, *common, "--model_dir", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
-    assert "holds smallcnn@24px, not smallcnn@32px; starting afresh" in out
+    assert "holds smallcnn@48px, not smallcnn@32px; starting afresh" in out
     assert json.loads((tmp_path / "b" / "model.json").read_text())["image_size"] == 32
 
 
@@ -197,6 +198,7 @@ def test_checkpoint_of_another_job_is_not_resumed(
         "--epochs", "2", "--num_threads", "1", "--pretrained", "false",
         "--train", str(shard_data / "train"), "--validation", str(shard_data / "validation"),
         "--output_data_dir", str(tmp_path / "out"), "--checkpoint_dir", str(tmp_path / "ckpt"),
+        *SMALL_SPLITS,
     ]  # fmt: skip
     monkeypatch.setenv("TRAINING_JOB_NAME", "pipelines-first-train")
     assert train.main([*common, "--model_dir", str(tmp_path / "a")]) == 0
@@ -234,6 +236,7 @@ def test_pretrained_offline_says_so_and_trains_from_scratch(
             "1",
             "--checkpoint_dir",
             str(tmp_path / "checkpoints"),
+            *SMALL_SPLITS,
         ]
     )
     out = capsys.readouterr().out
@@ -345,6 +348,10 @@ def test_bad_training_channel_is_a_clear_error_with_exit_code_2(
             "",
             "--num_threads",
             "1",
+            "--min_train_images",
+            "1",
+            "--min_validation_images",
+            "1",
         ]
     )
     assert code == 2
@@ -359,6 +366,12 @@ def test_bad_training_channel_is_a_clear_error_with_exit_code_2(
         (["--epochs", "0"], "--epochs must be at least 1, got 0"),
         (["--batch_size", "0"], "--batch_size must be at least 1"),
         (["--learning_rate", "-1"], "--learning_rate must be positive"),
+        (["--learning_rate", "inf"], "--learning_rate must be positive and finite, got inf"),
+        (["--learning_rate", "nan"], "--learning_rate must be positive and finite, got nan"),
+        (["--image_size", "16"], "--image_size must be 0 (the shards' size) or 32..512"),
+        (["--image_size", "513"], "--image_size must be 0 (the shards' size) or 32..512"),
+        (["--min_train_images", "0"], "--min_train_images must be at least 1, got 0"),
+        (["--min_validation_images", "0"], "--min_validation_images must be at least 1"),
         (["--pretrained", "maybe"], "expected true or false, got 'maybe'"),
         (["--arch", "vgg16"], "invalid choice: 'vgg16'"),
     ],
@@ -400,7 +413,8 @@ def test_two_ranks_under_torchrun_train_one_model(tmp_path: Path, shard_data: Pa
     (gloo) split each epoch, rank 0 alone logs, checkpoints and writes the model."""
     env = sm_environment(tmp_path, shard_data / "train", shard_data / "validation")
     args = [f"--{k}={v}" for k, v in {"epochs": "2", "arch": "smallcnn", "batch_size": "32",
-            "pretrained": "false", "seed": "7", "num_threads": "1"}.items()]  # fmt: skip
+            "pretrained": "false", "seed": "7", "num_threads": "1", "min_train_images": "8",
+            "min_validation_images": "8"}.items()]  # fmt: skip
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(TRAIN_PY), *args, f"--checkpoint_dir={tmp_path / 'checkpoints'}"],

@@ -30,7 +30,12 @@ HYPERPARAMETERS = {
     "seed": "7",
     "patience": "0",
     "num_threads": "1",
+    # The shared splits are 320 and 80 images: below the production minimums on purpose.
+    "min_train_images": "8",
+    "min_validation_images": "8",
 }
+# The same minimums for tests that call train.main() with their own small splits.
+SMALL_SPLITS = ["--min_train_images", "8", "--min_validation_images", "8"]
 
 
 @dataclass
