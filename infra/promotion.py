@@ -85,6 +85,12 @@ class Promoter(Construct):
                 iam.PolicyStatement(
                     sid="Notify", actions=["sns:Publish"], resources=[topic.topic_arn]
                 ),
+                # The topic is encrypted with the stack's key: a publisher needs a data key.
+                iam.PolicyStatement(
+                    sid="TopicKey",
+                    actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                    resources=[key.key_arn],
+                ),
             ],
             timeout=Duration.minutes(1),
             environment={

@@ -239,6 +239,11 @@ class Endpoints:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 deadline = time.monotonic() + timeout
+        # A process's command line empties while it exits, before it is gone: wait for the end
+        # (bounded), so that "stopped" means no longer running.
+        gone_by = time.monotonic() + timeout
+        while processes.state(pid) not in (None, "Z", "X") and time.monotonic() < gone_by:
+            time.sleep(0.02)
         _children.pop(pid, None)
         return True
 

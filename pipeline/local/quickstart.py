@@ -132,12 +132,14 @@ def summarize(ws: Workspace, record: dict, answers: list[tuple[str, str]], total
     deploy = step(record, "Deploy").get("LambdaResponse")
     if deploy:
         lines.append(f"deployer: {deploy.get('status')} -> endpoint {deploy.get('endpoint_name')}")
+        if deploy.get("smoke_test"):
+            lines.append(f"staging smoke test: {deploy['smoke_test']}")
     for label, answer in answers:
         lines.append(f"endpoint answer for {label}: {answer}")
     lines += [
         f"total {total_s:.0f} s; home {ws.home}",
-        "next: python -m pipeline models list | endpoints list | "
-        "endpoints invoke NAME IMAGE | endpoints stop --all",
+        "next: python -m pipeline models list | models promote 1 (to prod, pending) | "
+        "endpoints list | endpoints invoke NAME IMAGE | endpoints stop --all",
     ]
     return "\n".join(lines)
 

@@ -90,6 +90,9 @@ def test_promotion_registers_only_pending_versions_into_the_next_group(prod):
         "StringEquals": {"sagemaker:ModelApprovalStatus": "PendingManualApproval"}
     }
     assert "model-package/bincount-prod-prod/*" in json.dumps(register["Resource"])
+    # It publishes to the KMS-encrypted topic, which takes a data key of that key.
+    (topic_key,) = [s for i, s in statements(template) if s.get("Sid") == "TopicKey"]
+    assert set(topic_key["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
 
 
 def test_the_pipeline_cannot_approve_its_own_versions_in_prod(prod):
