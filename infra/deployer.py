@@ -10,7 +10,6 @@ from pathlib import Path
 
 from aws_cdk import (
     Acknowledgment,
-    ArnFormat,
     CustomResource,
     Duration,
     RemovalPolicy,
@@ -30,7 +29,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra import log_groups
+from infra import arns, log_groups
 from infra.config import StackConfig, StageConfig
 from infra.custom_resource import provider
 from pipeline.instance_types import accepts_volume_kms_key
@@ -272,12 +271,7 @@ class Deployer(Construct):
         return [errors, latency]
 
     def _arn(self, service: str, resource: str, name: str, colon: bool = False) -> str:
-        return self._stack.format_arn(
-            service=service,
-            resource=resource,
-            resource_name=name,
-            arn_format=ArnFormat.COLON_RESOURCE_NAME if colon else ArnFormat.SLASH_RESOURCE_NAME,
-        )
+        return arns.arn(self, service, resource, name, colon=colon)
 
     def _grant(
         self,

@@ -12,12 +12,13 @@ group directly (and so around its smoke-test rule).
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra import arns
 from infra.config import StackConfig
 
 
@@ -96,14 +97,7 @@ class Personas(Construct):
             iam.PolicyStatement(
                 sid="ReadLogs",
                 actions=["logs:GetLogEvents", "logs:FilterLogEvents", "logs:DescribeLogStreams"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name="/aws/sagemaker/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
+                resources=[arns.arn(self, "logs", "log-group", "/aws/sagemaker/*", colon=True)],
             ),
         ]
         scientist = [
@@ -156,12 +150,7 @@ class Personas(Construct):
         self._acknowledge(config, bucket, groups, pipeline_name)
 
     def _arn(self, resource: str, name: str) -> str:
-        return self._stack.format_arn(
-            service="sagemaker",
-            resource=resource,
-            resource_name=name,
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
+        return arns.sagemaker(self, resource, name)
 
     def _policy(self, construct_id: str, name: str, statements) -> iam.ManagedPolicy:
         return iam.ManagedPolicy(

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, Duration, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from infra import arns
 from infra.config import StackConfig, StageConfig
 from infra.custom_resource import PythonFunction
 
@@ -40,12 +41,7 @@ class Promoter(Construct):
         source_group, target_group = config.group_name(source), config.group_name(target)
 
         def packages(group: str) -> str:
-            return stack.format_arn(
-                service="sagemaker",
-                resource="model-package",
-                resource_name=f"{group}/*",
-                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-            )
+            return arns.sagemaker(self, "model-package", f"{group}/*")
 
         self.lambda_ = PythonFunction(
             self,
@@ -70,12 +66,7 @@ class Promoter(Construct):
                     sid="RegisterPending",
                     actions=["sagemaker:CreateModelPackage"],
                     resources=[
-                        stack.format_arn(
-                            service="sagemaker",
-                            resource="model-package-group",
-                            resource_name=target_group,
-                            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-                        ),
+                        arns.sagemaker(self, "model-package-group", target_group),
                         packages(target_group),
                     ],
                     conditions={

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, ArnFormat, CustomResource, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, CustomResource, Duration, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from infra import arns
 from infra.config import StackConfig
 from infra.custom_resource import CustomResourceHandler
 
@@ -34,12 +35,7 @@ class Registry(Construct):
         self.group_name = group_names[0]
 
         def arn(resource: str, name: str) -> str:
-            return stack.format_arn(
-                service="sagemaker",
-                resource=resource,
-                resource_name=name,
-                arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-            )
+            return arns.sagemaker(self, resource, name)
 
         statements = [
             iam.PolicyStatement(

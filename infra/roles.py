@@ -8,12 +8,13 @@ PassRole names the job role (pipeline) or the model role (deployer) and SageMake
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from infra import arns
 from infra.config import StackConfig
 
 SAGEMAKER = "sagemaker.amazonaws.com"
@@ -327,20 +328,10 @@ class Roles(Construct):
             self.model_role.add_to_policy(statement)
 
     def sagemaker_arn(self, resource: str, name: str) -> str:
-        return self._stack.format_arn(
-            service="sagemaker",
-            resource=resource,
-            resource_name=name,
-            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
-        )
+        return arns.sagemaker(self, resource, name)
 
     def sagemaker_log_groups(self, below: str = "*") -> str:
-        return self._stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name=f"/aws/sagemaker/{below}",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
+        return arns.arn(self, "logs", "log-group", f"/aws/sagemaker/{below}", colon=True)
 
     def grant_invoke(self, function_arn: str) -> None:
         """Let the pipeline's Deploy step call the deployer, and nothing else."""
