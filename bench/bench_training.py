@@ -1,6 +1,7 @@
-"""Training throughput: our data path (npz shards held as uint8 tensors, batched on-device
-augmentation) against the seed's (torchvision ImageFolder over JPEGs, decoded and augmented
-per image every epoch by DataLoader workers), on the same images, in the same process.
+"""Training throughput: our data path (Prepare's .npy shards read in place a batch at a time,
+batched on-device augmentation) against the seed's (torchvision ImageFolder over JPEGs,
+decoded and augmented per image every epoch by DataLoader workers), on the same images, in
+the same process.
 
 Measured on this machine's CPU, at the pipeline's 224 px:
 - data path alone: images/s from storage to a normalised float batch ready for the model;
@@ -19,11 +20,13 @@ made from them with Prepare's own decoder and shard writer.
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +39,7 @@ import omp_policy  # noqa: F401  (before torch, as train.py does)
 import cpu_allocator
 import decoding
 import distributed
+import numpy as np
 import synthetic
 import torch
 import train
@@ -55,10 +59,12 @@ STEP_IMAGES = 128  # full steps at 224 px are slow on a CPU: two batches a round
 DATA_ROUNDS = 5
 STEP_ROUNDS = 2
 THREADS = len(os.sched_getaffinity(0))
+ENCODED_BYTES = 0.0  # mean bytes of an image in the encoded design's shards (set by main)
+STORAGE: dict[str, list[float]] = {"read in place": [], "decode JPEG": []}  # images/s
 
 
 def make_data(root: Path) -> tuple[Path, Path]:
-    """root/jpeg/<count>/<id>.jpg (ImageFolder's layout) and root/shards/train/*.npz."""
+    """root/jpeg/<count>/<id>.jpg (ImageFolder's layout) and root/shards/train/ (shards)."""
     generated = synthetic.generate(root / "source", per_class=PER_CLASS, seed=11)
     writer = ShardWriter(root / "shards" / "train", "algo-1", 512, IMAGE_SIZE)
     for ident, label in zip(generated.ids, generated.labels, strict=True):
@@ -109,9 +115,53 @@ def our_data_path(trainer: train.Trainer, epoch: int) -> int:
     gen = torch.Generator().manual_seed(epoch)
     order = train.epoch_indices(len(trainer.train_data), epoch, 0)
     n = 0
-    for images, _labels in train.batches(trainer.train_data, order, BATCH, trainer.device):
+    batches = train.Batches(trainer.train_data, order, BATCH, trainer.device)
+    for images, _labels in batches:
         x = trainer._inputs(images, gen)
         n += x.shape[0]
+    return n
+
+
+def in_memory_data_path(trainer: train.Trainer, held: torch.Tensor, epoch: int) -> int:
+    gen = torch.Generator().manual_seed(epoch)
+    order = train.epoch_indices(len(held), epoch, 0)
+    n = 0
+    for start in range(0, len(order), BATCH):
+        n += trainer._inputs(held[order[start : start + BATCH]], gen).shape[0]
+    return n
+
+
+def encode_shards(data: train.ShardedImages) -> list[torch.Tensor]:
+    """Every image of `data` re-encoded as a 224 px JPEG (quality 90), as the streamed
+    design's shards would hold them."""
+    from torchvision.io import encode_jpeg
+
+    pixels = torch.from_numpy(data.read(np.arange(len(data))))
+    return [encode_jpeg(img.permute(2, 0, 1).contiguous(), quality=90) for img in pixels]
+
+
+def raw_reads(trainer: train.Trainer, epoch: int) -> int:
+    order = train.epoch_indices(len(trainer.train_data), epoch, 0)
+    batches = train.Batches(trainer.train_data, order, BATCH, trainer.device, workers=1)
+    return sum(len(images) for images, _labels in batches)
+
+
+def encoded_data_path(
+    trainer: train.Trainer, encoded: list[torch.Tensor], epoch: int, augment: bool = True
+) -> int:
+    from torchvision.io import decode_jpeg
+
+    gen = torch.Generator().manual_seed(epoch)
+    order = train.epoch_indices(len(encoded), epoch, 0).tolist()
+    chunks = [order[i : i + BATCH] for i in range(0, len(order), BATCH)]
+
+    def decode(chunk: list[int]) -> torch.Tensor:
+        return torch.stack([decode_jpeg(encoded[i]).permute(1, 2, 0) for i in chunk])
+
+    n = 0
+    with ThreadPoolExecutor(THREADS if augment else 1) as pool:  # reader threads, as ours
+        for images in pool.map(decode, chunks):
+            n += trainer._inputs(images, gen).shape[0] if augment else len(images)
     return n
 
 
@@ -169,13 +219,43 @@ def main() -> None:
         rows.append(("data path only (to a normalised batch)", ours, seed))
         print(rows[-1], flush=True)
 
+        # Before: the split held whole in memory as one uint8 tensor, batches indexed from it.
+        held = torch.from_numpy(trainer.train_data.read(np.arange(n_images)))
+        before, seed = [], []
+        for r in range(1, DATA_ROUNDS + 1):
+            before.append(rate(*timed(lambda r=r: in_memory_data_path(trainer, held, r))))
+            seed.append(rate(*timed(lambda: seed_data_path(loader))))
+        rows.append(("before: the split held in memory (data path)", before, seed))
+        print(rows[-1], flush=True)
+
+        # The other design on the table (issue 11): compact shards of 224 px JPEG bytes,
+        # streamed, decoded per batch on the CPU by reader threads, then the same augmentation.
+        encoded = encode_shards(trainer.train_data)
+        global ENCODED_BYTES
+        ENCODED_BYTES = sum(len(e) for e in encoded) / len(encoded)
+        alt, seed = [], []
+        for r in range(1, DATA_ROUNDS + 1):
+            alt.append(rate(*timed(lambda r=r: encoded_data_path(trainer, encoded, r))))
+            seed.append(rate(*timed(lambda: seed_data_path(loader))))
+        rows.append(("alternative: encoded JPEG shards, decoded per batch (data path)", alt, seed))
+        print(rows[-1], flush=True)
+
+        # Storage to a uint8 batch alone (no augmentation): what each design pays per image
+        # before the shared augmentation, on one reader thread each.
+        for r in range(1, DATA_ROUNDS + 1):
+            STORAGE["read in place"].append(rate(*timed(lambda r=r: raw_reads(trainer, r))))
+            STORAGE["decode JPEG"].append(
+                rate(*timed(lambda r=r: encoded_data_path(trainer, encoded, r, augment=False)))
+            )
+        print(STORAGE, flush=True)
+
         # Full training steps over STEP_IMAGES images, after a warm-up batch.
         for arch in ("smallcnn", "resnet18"):
             trainer = our_trainer(shards, arch)
             full = trainer.train_data
-            trainer.train_data = type(full)(full.images[:BATCH], full.labels[:BATCH])
+            trainer.train_data = first_images(full, BATCH)
             trainer.train_epoch(1)  # warm-up
-            trainer.train_data = type(full)(full.images[:STEP_IMAGES], full.labels[:STEP_IMAGES])
+            trainer.train_data = first_images(full, STEP_IMAGES)
             loader = seed_loader(jpeg_root, STEP_IMAGES + BATCH)
             ours, seed = [], []
             for r in range(STEP_ROUNDS):
@@ -185,6 +265,13 @@ def main() -> None:
             print(rows[-1], flush=True)
 
     write_section("training", report(rows, n_images, load_s))
+
+
+def first_images(data: train.ShardedImages, n: int) -> train.ShardedImages:
+    """The same split cut to its first `n` images (the shards stay where they are)."""
+    cut = copy.copy(data)
+    cut.labels = data.labels[:n]
+    return cut
 
 
 def rate(images: float, seconds: float) -> float:
@@ -200,8 +287,9 @@ def report(rows: list[tuple[str, list[float], list[float]]], n_images: int, load
         "## Training throughput (CPU)",
         "",
         f"{n_images} synthetic bin photos (about 500x400 JPEG) at {IMAGE_SIZE} px, batch {BATCH}, "
-        f"{THREADS} torch threads. **Ours**: `train.py`'s Trainer over Prepare's npz shards "
-        "(uint8 tensors in memory; flips, shifts and colour jitter as batched tensor ops). "
+        f"{THREADS} torch threads. **Ours**: `train.py`'s Trainer over Prepare's .npy shards "
+        "(read in place, a pread per image, by reader threads ahead of the step; random "
+        "resized crops, flips and colour jitter as batched tensor ops). "
         "**Seed-style**: torchvision `ImageFolder` over the same JPEGs, decoded every epoch, "
         f"`RandomResizedCrop({IMAGE_SIZE})`, flip, `ToTensor`, `Normalize`, `DataLoader` with "
         f"{SEED_WORKERS} workers. Same model, optimiser (AdamW) and batch size, same process "
@@ -220,12 +308,28 @@ def report(rows: list[tuple[str, list[float], list[float]]], n_images: int, load
     lines += [
         "| GPU (any of the above) | not measured here (no GPU lent to this task) | | |",
         "",
-        f"Ours reads the shards once per job ({load_s:.2f} s for {n_images} images here, "
-        "not counted above); the seed decodes every JPEG again every epoch. On a CPU the "
+        f"Ours indexes the shards once per job ({load_s:.2f} s for {n_images} images here: "
+        "labels and headers only) and reads pixels per batch (from the page cache once "
+        "warm); the seed decodes every JPEG again every epoch. On a CPU the "
         "model's own compute bounds a full step, so the full-step ratio shrinks as the model "
         "grows; on a GPU the data path is what starves the model, which is where the "
         "data-path ratio applies.",
+        "",
+        f"Bytes per image: {IMAGE_SIZE * IMAGE_SIZE * 3 / 1024:.0f} KiB raw in our shards, "
+        f"{ENCODED_BYTES / 1024:.1f} KiB as a quality-90 JPEG in the encoded design's "
+        f"(whole dataset, ~536k images: {536_000 * IMAGE_SIZE * IMAGE_SIZE * 3 / 1e9:.0f} GB "
+        f"raw, {536_000 * ENCODED_BYTES / 1e9:.1f} GB encoded). ARCHITECTURE.md says which "
+        "design Train uses and why.",
     ]
+    if all(STORAGE.values()):
+        raw, jpeg = (statistics.median(v) for v in STORAGE.values())
+        lines += [
+            "",
+            "Storage to a uint8 batch alone, one reader thread, no augmentation (what the two "
+            "designs differ in): raw pixels read in place "
+            f"{raw:,.0f} {_span(STORAGE['read in place'])} images/s, 224 px JPEGs decoded "
+            f"{jpeg:,.0f} {_span(STORAGE['decode JPEG'])} images/s: {raw / jpeg:.1f}x.",
+        ]
     return "\n".join(lines)
 
 

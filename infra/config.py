@@ -23,6 +23,34 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # ServerlessConfig.MemorySizeInMB takes 1024..6144 in steps of 1024.
 SERVERLESS_MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
+# Model Monitor takes hourly or daily cron expressions (at minute 0); "off" makes no schedule.
+MONITORING_SCHEDULES = {"hourly": "cron(0 * ? * * *)", "daily": "cron(0 0 ? * * *)"}
+# The monitoring job's thresholds (processing/monitor.py's arguments, which the schedule passes)
+# and the alarms' (infra/monitoring.py); cdk.json overrides any of them.
+# prediction_psi: population stability index of the predicted counts against the baseline
+# (0.1 is a moderate, 0.2 a significant shift by the usual rule of thumb); brightness_shift:
+# how many baseline standard deviations the window's mean luma may move either way;
+# decode_failure_rate: captured images that cannot be decoded, as a fraction; confidence_drop:
+# how far the mean confidence may fall below the baseline's; min_accuracy / max_mae: alarms on
+# the windows with ground truth.
+MONITOR_THRESHOLDS = {
+    "prediction_psi": 0.2,
+    "brightness_shift": 1.0,
+    "decode_failure_rate": 0.02,
+    "confidence_drop": 0.15,
+    "min_accuracy": 0.6,
+    "max_mae": 0.6,
+}
+# The others are fractions (0..1).
+_UNBOUNDED_THRESHOLDS = {"prediction_psi", "brightness_shift", "max_mae"}
+_SCHEDULER_EXPRESSION = re.compile(
+    r"^(cron\([^()]+\)|rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\))$"
+)
+_MLFLOW_ARN = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:mlflow-tracking-server/"
+    r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$"
+)
+_INSTANCE_TYPE = re.compile(r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -43,6 +71,9 @@ class StageConfig:
     # no autoscaling or blue/green: SageMaker does not offer them for serverless).
     serverless_memory_mb: int = 0
     serverless_max_concurrency: int = 5
+    # "hourly" | "daily" | "off": the Model Monitor schedule over the endpoint's captured data.
+    # None: hourly for an instance-based stage, off for a serverless one (no data capture).
+    monitoring_schedule: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("name", "endpoint_name"):
@@ -68,10 +99,39 @@ class StageConfig:
                 f"stage {self.name}: serverless_max_concurrency must be 1..200, got "
                 f"{self.serverless_max_concurrency}"
             )
+        if self.monitoring_schedule not in (None, "off", *MONITORING_SCHEDULES):
+            raise ValueError(
+                f"stage {self.name}: monitoring_schedule must be one of "
+                f"{[*MONITORING_SCHEDULES, 'off']}, got {self.monitoring_schedule!r}"
+            )
+        if self.serverless and self.monitoring_schedule in MONITORING_SCHEDULES:
+            raise ValueError(
+                f"stage {self.name}: a serverless endpoint has no data capture to monitor; set "
+                "monitoring_schedule to 'off' or give the stage an instance type"
+            )
 
     @property
     def serverless(self) -> bool:
         return self.serverless_memory_mb > 0
+
+    @property
+    def monitored(self) -> bool:
+        """Whether the deployer keeps a Model Monitor schedule on this stage's endpoint."""
+        return not self.serverless and self.monitoring_schedule != "off"
+
+    @property
+    def monitoring_cron(self) -> str:
+        """The schedule's cron expression (hourly unless the stage says daily)."""
+        return MONITORING_SCHEDULES["daily" if self.monitoring_schedule == "daily" else "hourly"]
+
+    @property
+    def monitoring_period_seconds(self) -> int:
+        return 86400 if self.monitoring_schedule == "daily" else 3600
+
+    @property
+    def monitoring_prefix(self) -> str:
+        """Where the monitoring job writes its reports, one folder per window."""
+        return f"monitoring/{self.endpoint_name}"
 
     @property
     def data_capture_prefix(self) -> str:
@@ -148,6 +208,23 @@ class StackConfig:
     training_instance_type: str = "ml.g4dn.xlarge"
     # Managed spot training (up to ~70% cheaper; interrupted jobs resume from checkpoints).
     spot_training: bool = False
+    # The first stage's Model Monitor schedule (later stages set their own in next_stages).
+    monitoring_schedule: str | None = None
+    # The monitoring job's instance (a processing instance type) and alarm thresholds
+    # (MONITOR_THRESHOLDS' keys; what is not given keeps its default).
+    monitor_instance_type: str = "ml.m5.large"
+    monitor_thresholds: dict[str, float] = field(default_factory=dict)
+    # Retraining, both opt-in: an EventBridge Scheduler expression ("cron(...)" / "rate(...)")
+    # that starts the pipeline, and whether a drift alarm starts it. Either start goes through
+    # one guard that starts nothing while an execution is running.
+    retraining_schedule: str | None = None
+    retrain_on_drift: bool = False
+    # Pipeline parameters of a retraining execution (names as the definition declares them;
+    # checked against it at synth). What is not given keeps the definition's default.
+    retraining_parameters: dict[str, str | int | float | bool] = field(default_factory=dict)
+    # A SageMaker managed MLflow tracking server that Train logs to; None: the pipeline's own
+    # experiment tracking (no always-on server is created by this stack).
+    mlflow_tracking_server_arn: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("name", "project", "endpoint_name"):
@@ -211,6 +288,70 @@ class StackConfig:
             for k, v in self.tags.items()
         ):
             raise ValueError(f"tags must map names to strings (no aws: prefix), got {self.tags!r}")
+        self._check_monitoring_and_retraining()
+
+    def _check_monitoring_and_retraining(self) -> None:
+        if not _INSTANCE_TYPE.match(self.monitor_instance_type):
+            raise ValueError(
+                "monitor_instance_type must be a SageMaker instance type such as ml.m5.large, "
+                f"got {self.monitor_instance_type!r}"
+            )
+        if not isinstance(self.monitor_thresholds, dict):
+            raise ValueError(
+                f"monitor_thresholds must be an object, got {self.monitor_thresholds!r}"
+            )
+        unknown = sorted(set(self.monitor_thresholds) - set(MONITOR_THRESHOLDS))
+        if unknown:
+            raise ValueError(
+                f"unknown monitor_thresholds {unknown}; known: {sorted(MONITOR_THRESHOLDS)}"
+            )
+        for name, value in self.thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"monitor_thresholds.{name} must be a number >= 0, got {value!r}")
+            if name not in _UNBOUNDED_THRESHOLDS and value > 1:
+                raise ValueError(f"monitor_thresholds.{name} is a fraction (0..1), got {value!r}")
+        if self.retraining_schedule is not None and not _SCHEDULER_EXPRESSION.match(
+            self.retraining_schedule
+        ):
+            raise ValueError(
+                "retraining_schedule must be an EventBridge Scheduler expression, "
+                "'cron(minutes hours day-of-month month day-of-week year)' or "
+                f"'rate(N hours|days|minutes)', or null for none; got {self.retraining_schedule!r}"
+            )
+        if not isinstance(self.retrain_on_drift, bool):
+            raise ValueError(
+                f"retrain_on_drift must be true or false, got {self.retrain_on_drift!r}"
+            )
+        if self.retrain_on_drift and not any(s.monitored for s in self.stages):
+            raise ValueError(
+                "retrain_on_drift needs a monitored stage (an instance-based endpoint with a "
+                "monitoring_schedule): no stage raises a drift alarm"
+            )
+        if not isinstance(self.retraining_parameters, dict) or not all(
+            isinstance(k, str) and isinstance(v, str | int | float | bool)
+            for k, v in self.retraining_parameters.items()
+        ):
+            raise ValueError(
+                "retraining_parameters must map pipeline parameter names to strings or numbers, "
+                f"got {self.retraining_parameters!r}"
+            )
+        if self.mlflow_tracking_server_arn is not None and not _MLFLOW_ARN.match(
+            self.mlflow_tracking_server_arn
+        ):
+            raise ValueError(
+                "mlflow_tracking_server_arn must be a SageMaker MLflow tracking server ARN "
+                "(arn:aws:sagemaker:<region>:<account>:mlflow-tracking-server/<name>) or null, "
+                f"got {self.mlflow_tracking_server_arn!r}"
+            )
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The monitoring alarms' thresholds: the defaults with cdk.json's overrides."""
+        return {**MONITOR_THRESHOLDS, **self.monitor_thresholds}
+
+    @property
+    def retraining(self) -> bool:
+        return self.retraining_schedule is not None or self.retrain_on_drift
 
     @property
     def vpc_mode(self) -> bool:
@@ -247,6 +388,7 @@ class StackConfig:
             autoscaling_max=self.autoscaling_max,
             serverless_memory_mb=self.serverless_memory_mb,
             serverless_max_concurrency=self.serverless_max_concurrency,
+            monitoring_schedule=self.monitoring_schedule,
         )
         return (first, *self.next_stages)
 

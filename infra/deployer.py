@@ -32,6 +32,7 @@ from constructs import Construct
 from infra import arns, log_groups
 from infra.config import StackConfig, StageConfig
 from infra.custom_resource import provider
+from infra.monitoring import StageMonitoring
 from pipeline.instance_types import accepts_volume_kms_key
 
 LAMBDA_CODE = Path(__file__).resolve().parent / "deployer_lambda"
@@ -60,10 +61,10 @@ class Deployer(Construct):
         model_role: iam.IRole,
         group_name: str,
         topic: sns.ITopic,
+        monitor: StageMonitoring | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-        self._stack = stack
+        self._stack = Stack.of(self)
         self.stage = stage
         self._endpoint = endpoint = stage.endpoint_name
         self._topic = topic
@@ -76,6 +77,33 @@ class Deployer(Construct):
             alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
 
         log_group = log_groups.log_group(self, "Logs", config, key)
+        self.role = self._deployer_role(
+            config, stage, key, model_role, group_name, log_group, next_stage, monitor
+        )
+        self.dead_letters = self._dead_letter_queue(config, key)
+        self.function = self._function(
+            stage,
+            log_group,
+            self._environment(config, stage, next_stage, bucket, key, model_role, group_name),
+            monitor,
+            key,
+        )
+        self.rule, self.endpoint_rule, self.schedule = self._rules(config, group_name)
+        self.teardown = self._teardown(config, key, model_role)
+        self.dead_letter_alarm = self._dead_letter_alarm(config, stage, topic)
+
+    def _deployer_role(
+        self,
+        config: StackConfig,
+        stage: StageConfig,
+        key: kms.IKey,
+        model_role: iam.IRole,
+        group_name: str,
+        log_group: logs.ILogGroup,
+        next_stage: StageConfig | None,
+        monitor: StageMonitoring | None,
+    ) -> iam.Role:
+        """The function's role: what _grant lists, plus the stage's monitoring schedule."""
         self.role = iam.Role(
             self,
             "Role",
@@ -83,9 +111,15 @@ class Deployer(Construct):
             description=f"{config.resource_prefix}: the {stage.name} stage's model deployer",
         )
         self._grant(config, key, model_role, group_name, log_group, smoke=next_stage is not None)
+        if monitor is not None:
+            # The deployer keeps the stage's Model Monitor schedule on the live version.
+            for statement in monitor.deployer_statements:
+                self.role.add_to_policy(statement)
+        return self.role
 
-        # Approvals that could not be delivered or deployed (after retries) land here.
-        self.dead_letters = sqs.Queue(
+    def _dead_letter_queue(self, config: StackConfig, key: kms.IKey) -> sqs.Queue:
+        """Approvals that could not be delivered or deployed (after retries) land here."""
+        queue = sqs.Queue(
             self,
             "DeadLetters",
             encryption=sqs.QueueEncryption.KMS,
@@ -96,15 +130,24 @@ class Deployer(Construct):
             if config.removal == "retain"
             else RemovalPolicy.DESTROY,
         )
-        Validations.of(self.dead_letters).acknowledge(
+        Validations.of(queue).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-SQS3",
                 reason="This queue is itself the dead-letter queue of the deployer's "
                 "EventBridge targets and asynchronous invocations.",
             )
         )
-        data_capture_uri = f"s3://{bucket.bucket_name}/{stage.data_capture_prefix}"
-        self.function = lambda_.Function(
+        return queue
+
+    def _function(
+        self,
+        stage: StageConfig,
+        log_group: logs.ILogGroup,
+        environment: dict[str, str],
+        monitor: StageMonitoring | None,
+        key: kms.IKey,
+    ) -> lambda_.Function:
+        function = lambda_.Function(
             self,
             "Function",
             runtime=lambda_.Runtime.PYTHON_3_14,
@@ -118,50 +161,73 @@ class Deployer(Construct):
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,
             environment={
-                "ENDPOINT_NAME": endpoint,
-                "MODEL_ROLE_ARN": model_role.role_arn,
-                "DATA_CAPTURE_URI": data_capture_uri,
-                "STAGE": stage.name,
-                "NEXT_STAGE": next_stage.name if next_stage else "",
-                "INSTANCE_TYPE": stage.instance_type,
-                "INSTANCE_COUNT": str(stage.instance_count),
-                "SERVERLESS_MEMORY_MB": str(stage.serverless_memory_mb),
-                "SERVERLESS_MAX_CONCURRENCY": str(stage.serverless_max_concurrency),
-                "KMS_KEY_ARN": key.key_arn,
-                # SageMaker refuses a volume key on instance types with NVMe storage.
-                "VOLUME_KMS_KEY_ARN": key.key_arn
-                if accepts_volume_kms_key(stage.instance_type) and not stage.serverless
-                else "",
-                "MODEL_PACKAGE_GROUP": group_name,
-                "ALARM_NAMES": ",".join(self.alarm_names),
-                "MIN_CAPACITY": str(stage.autoscaling_min),
-                "MAX_CAPACITY": str(stage.autoscaling_max),
-                "TARGET_INVOCATIONS": str(config.autoscaling_target_invocations),
-                "CAPTURE_PERCENT": str(config.data_capture_percent),
-                "CANARY_PERCENT": str(config.canary_percent),
-                "BAKE_SECONDS": str(config.bake_seconds),
-                "SUBNETS": ",".join(config.subnet_ids),
-                "SECURITY_GROUP_IDS": ",".join(config.security_group_ids),
-                "NETWORK_ISOLATION": "true" if config.vpc_mode else "false",
-                "WAIT_SECONDS": str(config.deployer_wait_seconds),
-                # Within the function's 15 minutes: the endpoint's deletion on `cdk destroy`.
-                "TEARDOWN_SECONDS": "720",
-                "TAGS": json.dumps(config.all_tags, sort_keys=True),
-                "TOPIC_ARN": topic.topic_arn,
-                # A stage with a next one smoke-tests each version it deploys: promotion needs
-                # a passed test.
-                "SMOKE_TEST": "true" if next_stage else "false",
-                "SMOKE_P50_MS": str(config.smoke_p50_ms),
+                **environment,
+                # MONITOR_*: the monitoring schedule's settings (infra/monitoring.py).
+                **(monitor.environment if monitor is not None else {}),
             },
             environment_encryption=key,
         )
-        self.function.node.add_dependency(self.role)
+        function.node.add_dependency(self.role)
+        return function
 
-        # The deployer reconciles: every change of a version's status (approved, rejected, or
-        # set back to pending), every change of the endpoint's state (a rollout finished,
-        # failed or rolled back) and a periodic safety net move the endpoint toward the newest
-        # Approved version. A busy endpoint is not an error: the next event finishes the work.
-        self.rule = events.Rule(
+    def _environment(
+        self,
+        config: StackConfig,
+        stage: StageConfig,
+        next_stage: StageConfig | None,
+        bucket: s3.IBucket,
+        key: kms.IKey,
+        model_role: iam.IRole,
+        group_name: str,
+    ) -> dict[str, str]:
+        """The function's settings (infra/deployer_lambda/deployer.py Config reads them)."""
+        return {
+            "ENDPOINT_NAME": self._endpoint,
+            "MODEL_ROLE_ARN": model_role.role_arn,
+            "DATA_CAPTURE_URI": f"s3://{bucket.bucket_name}/{stage.data_capture_prefix}",
+            "STAGE": stage.name,
+            "NEXT_STAGE": next_stage.name if next_stage else "",
+            "INSTANCE_TYPE": stage.instance_type,
+            "INSTANCE_COUNT": str(stage.instance_count),
+            "SERVERLESS_MEMORY_MB": str(stage.serverless_memory_mb),
+            "SERVERLESS_MAX_CONCURRENCY": str(stage.serverless_max_concurrency),
+            "KMS_KEY_ARN": key.key_arn,
+            # SageMaker refuses a volume key on instance types with NVMe storage.
+            "VOLUME_KMS_KEY_ARN": key.key_arn
+            if accepts_volume_kms_key(stage.instance_type) and not stage.serverless
+            else "",
+            "MODEL_PACKAGE_GROUP": group_name,
+            "ALARM_NAMES": ",".join(self.alarm_names),
+            "MIN_CAPACITY": str(stage.autoscaling_min),
+            "MAX_CAPACITY": str(stage.autoscaling_max),
+            "TARGET_INVOCATIONS": str(config.autoscaling_target_invocations),
+            "CAPTURE_PERCENT": str(config.data_capture_percent),
+            "CANARY_PERCENT": str(config.canary_percent),
+            "BAKE_SECONDS": str(config.bake_seconds),
+            "SUBNETS": ",".join(config.subnet_ids),
+            "SECURITY_GROUP_IDS": ",".join(config.security_group_ids),
+            "NETWORK_ISOLATION": "true" if config.vpc_mode else "false",
+            "WAIT_SECONDS": str(config.deployer_wait_seconds),
+            # Within the function's 15 minutes: the endpoint's deletion on `cdk destroy`.
+            "TEARDOWN_SECONDS": "720",
+            "TAGS": json.dumps(config.all_tags, sort_keys=True),
+            "TOPIC_ARN": self._topic.topic_arn,
+            # A stage with a next one smoke-tests each version it deploys: promotion needs
+            # a passed test.
+            "SMOKE_TEST": "true" if next_stage else "false",
+            "SMOKE_P50_MS": str(config.smoke_p50_ms),
+        }
+
+    def _rules(self, config: StackConfig, group_name: str) -> tuple[events.Rule, ...]:
+        """(approvals, endpoint states, schedule): what makes the deployer reconcile.
+
+        Every change of a version's status (approved, rejected, or set back to pending), every
+        change of the endpoint's state (a rollout finished, failed or rolled back) and a
+        periodic safety net move the endpoint toward the newest Approved version. A busy
+        endpoint is not an error: the next event finishes the work.
+        """
+        endpoint = self._endpoint
+        approvals = events.Rule(
             self,
             "ApprovalRule",
             description=f"Status changes of versions in the {group_name} model package group",
@@ -172,7 +238,7 @@ class Deployer(Construct):
             ),
             targets=[self._target()],
         )
-        self.endpoint_rule = events.Rule(
+        endpoint_states = events.Rule(
             self,
             "EndpointStateRule",
             description=f"State changes of endpoint {endpoint}: the deployer finishes or "
@@ -184,33 +250,42 @@ class Deployer(Construct):
             ),
             targets=[self._target()],
         )
-        self.schedule = events.Rule(
+        schedule = events.Rule(
             self,
             "ReconcileSchedule",
             description=f"Safety net: the deployer reconciles endpoint {endpoint} periodically",
             schedule=events.Schedule.rate(Duration.minutes(config.reconcile_minutes)),
             targets=[self._target()],
         )
-        # `cdk destroy`: the deployer deletes the endpoint, endpoint configs, models and scalable
-        # target it made outside CloudFormation (they would keep billing). The rules and the
-        # schedule depend on it, so they go first and no late event brings the endpoint back;
-        # it depends on the model role, the key and its own role, which must outlive the
-        # endpoint's deletion.
-        self.teardown = CustomResource(
+        return approvals, endpoint_states, schedule
+
+    def _teardown(
+        self, config: StackConfig, key: kms.IKey, model_role: iam.IRole
+    ) -> CustomResource:
+        """`cdk destroy`: the deployer deletes the endpoint, endpoint configs, models and
+        scalable target it made outside CloudFormation (they would keep billing). The rules and
+        the schedule depend on it, so they go first and no late event brings the endpoint back;
+        it depends on the model role, the key and its own role, which must outlive the
+        endpoint's deletion."""
+        teardown = CustomResource(
             self,
             "Teardown",
             service_token=provider(
                 self, "TeardownProvider", config=config, key=key, function=self.function
             ).service_token,
             resource_type="Custom::EndpointTeardown",
-            properties={"EndpointName": endpoint},
+            properties={"EndpointName": self._endpoint},
         )
-        self.teardown.node.add_dependency(model_role, key, self.role, self.function)
+        teardown.node.add_dependency(model_role, key, self.role, self.function)
         for rule in (self.rule, self.endpoint_rule, self.schedule):
-            rule.node.add_dependency(self.teardown)
+            rule.node.add_dependency(teardown)
+        return teardown
 
-        # Anything in the dead-letter queue is work the deployer could not do: say so loudly.
-        self.dead_letter_alarm = cloudwatch.Alarm(
+    def _dead_letter_alarm(
+        self, config: StackConfig, stage: StageConfig, topic: sns.ITopic
+    ) -> cloudwatch.Alarm:
+        """Anything in the dead-letter queue is work the deployer could not do: say so loudly."""
+        alarm = cloudwatch.Alarm(
             self,
             "DeadLettersAlarm",
             alarm_name=f"{config.resource_prefix}-{stage.name}-deployer-dead-letters",
@@ -224,7 +299,8 @@ class Deployer(Construct):
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
-        self.dead_letter_alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+        alarm.add_alarm_action(cloudwatch_actions.SnsAction(topic))
+        return alarm
 
     def _target(self) -> targets.LambdaFunction:
         return targets.LambdaFunction(

@@ -54,12 +54,12 @@ def pipeline_settings(config: StackConfig, region: str, staging_dir: Path):
         security_group_ids=config.security_group_ids,
         network_isolation=config.vpc_mode,
         spot=config.spot_training,
+        mlflow_tracking_server_arn=config.mlflow_tracking_server_arn or "",
         approval_statuses=APPROVAL_STATUSES
         if config.pipeline_may_approve
         else ("PendingManualApproval",),
         inference_instance_types=inference_instance_types(config.endpoint_instance_type),
         defaults=ParameterDefaults(
-            endpoint_name=config.endpoint_name,
             training_instance_type=config.training_instance_type,
         ),
     )
@@ -67,8 +67,7 @@ def pipeline_settings(config: StackConfig, region: str, staging_dir: Path):
 
 def build_definition(settings) -> tuple[str, Path]:
     """(definition JSON with placeholders, folder of files to deploy at the bucket's root)."""
-    from pipeline.definition import definition_json
-    from pipeline.packaging import stage_files
+    from pipeline.definition import definition_json, stage_files
 
     # A fresh folder each synth, so the asset holds exactly what this definition points at.
     shutil.rmtree(settings.staging_dir, ignore_errors=True)

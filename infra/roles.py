@@ -31,6 +31,47 @@ def framework_repository(region: str, scope: str):
     return repository(region, Settings.framework_version, scope)
 
 
+def container_runtime(
+    pull: tuple[str, list[str]], logs: tuple[str, list[str]], metrics: tuple[str, list[str]]
+) -> list[iam.PolicyStatement]:
+    """What a SageMaker container's role needs to run at all: pull its image (ECR's token has
+    no resource ARN), write its logs, publish its metrics; each as (sid, resources or, for
+    metrics, the namespaces PutMetricData is held to)."""
+    (pull_sid, repositories), (logs_sid, log_groups), (metrics_sid, namespaces) = (
+        pull,
+        logs,
+        metrics,
+    )
+    return [
+        iam.PolicyStatement(sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+        iam.PolicyStatement(
+            sid=pull_sid,
+            actions=[
+                "ecr:BatchCheckLayerAvailability",
+                "ecr:BatchGetImage",
+                "ecr:GetDownloadUrlForLayer",
+            ],
+            resources=repositories,
+        ),
+        iam.PolicyStatement(
+            sid=logs_sid,
+            actions=[
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:DescribeLogStreams",
+            ],
+            resources=log_groups,
+        ),
+        iam.PolicyStatement(
+            sid=metrics_sid,
+            actions=["cloudwatch:PutMetricData"],
+            resources=["*"],
+            conditions={"StringLike": {"cloudwatch:namespace": namespaces}},
+        ),
+    ]
+
+
 def vpc_network_interfaces() -> iam.PolicyStatement:
     """What SageMaker needs to put a job's or a model's containers into the VPC's subnets
     (EC2 network-interface actions take no resource ARNs)."""
@@ -64,9 +105,7 @@ class Roles(Construct):
         key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-        prefix = config.s3_prefix
-        self._stack = stack
+        self._stack = Stack.of(self)
 
         self.job_role = iam.Role(
             self,
@@ -87,8 +126,19 @@ class Roles(Construct):
             description=f"{config.resource_prefix}: the SageMaker pipeline",
         )
 
-        # --- Job role -------------------------------------------------------------------------
-        job = self.job_role
+        self._grant_job_data(config, bucket, key)
+        self._grant_job_runtime()
+        self._grant_job_network_and_tracking(config)
+        self._model_policy(config, bucket, key)
+        self._grant_pipeline_steps(config)
+        self._grant_pipeline_tracking_and_approval(config)
+        self._grant_pipeline_data(config, bucket, key)
+        self._acknowledge(config, bucket)
+
+    def _grant_job_data(self, config: StackConfig, bucket: s3.IBucket, key: kms.IKey) -> None:
+        """Jobs: the project's objects (read), step outputs (write), the dataset buckets (read)
+        and the project key."""
+        job, stack, prefix = self.job_role, self._stack, config.s3_prefix
         # Read the project's objects (code archives included); write only step outputs.
         job.add_to_policy(
             iam.PolicyStatement(
@@ -143,50 +193,41 @@ class Roles(Construct):
         job.add_to_policy(
             iam.PolicyStatement(sid="UseProjectKey", actions=list(KMS_USE), resources=[key.key_arn])
         )
-        job.add_to_policy(
-            iam.PolicyStatement(
-                sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]
-            )
-        )
-        job.add_to_policy(
-            iam.PolicyStatement(
-                sid="PullFrameworkImages",
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[
+
+    def _grant_job_runtime(self) -> None:
+        """Jobs: the framework images, their logs and their metrics."""
+        stack = self._stack
+        for statement in container_runtime(
+            pull=(
+                "PullFrameworkImages",
+                [
                     framework_repository(stack.region, scope).arn(stack.partition)
                     for scope in ("training", "inference")
                 ],
-            )
-        )
-        job.add_to_policy(
-            iam.PolicyStatement(
-                sid="SageMakerLogs",
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[self.sagemaker_log_groups()],
-            )
-        )
-        job.add_to_policy(
-            iam.PolicyStatement(
-                sid="SageMakerMetrics",
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
-            )
-        )
-        self._model_policy(config, bucket, key)
+            ),
+            logs=("SageMakerLogs", [self.sagemaker_log_groups()]),
+            metrics=("SageMakerMetrics", ["/aws/sagemaker/*"]),
+        ):
+            self.job_role.add_to_policy(statement)
+
+    def _grant_job_network_and_tracking(self, config: StackConfig) -> None:
+        """Jobs: VPC network interfaces (VPC mode) and the MLflow tracking server (if any)."""
+        job = self.job_role
         if config.vpc_mode:
             job.add_to_policy(vpc_network_interfaces())
+        if config.mlflow_tracking_server_arn:
+            # Train logs its parameters, metrics and evaluation to this one tracking server
+            # (SageMaker managed MLflow authorizes each request against the caller's IAM).
+            job.add_to_policy(
+                iam.PolicyStatement(
+                    sid="MlflowTracking",
+                    actions=["sagemaker-mlflow:*"],
+                    resources=[config.mlflow_tracking_server_arn],
+                )
+            )
 
-        # --- Pipeline role --------------------------------------------------------------------
+    def _grant_pipeline_steps(self, config: StackConfig) -> None:
+        """The pipeline: start and watch its jobs, register model package versions."""
         pipe = self.pipeline_role
         pipe.add_to_policy(
             iam.PolicyStatement(
@@ -222,6 +263,33 @@ class Roles(Construct):
                 ],
             )
         )
+
+    def _grant_pipeline_tracking_and_approval(self, config: StackConfig) -> None:
+        """The pipeline: SageMaker Experiments (unless MLflow tracks) and, where it may not
+        approve, a deny on registering anything but PendingManualApproval."""
+        pipe = self.pipeline_role
+        if not config.mlflow_tracking_server_arn:
+            # SageMaker Experiments (the definition's PipelineExperimentConfig): the pipeline
+            # creates an experiment named after itself, a run group (trial) per execution,
+            # and adds each job's run (trial component) to it.
+            pipe.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ExperimentTracking",
+                    actions=[
+                        "sagemaker:CreateExperiment",
+                        "sagemaker:DescribeExperiment",
+                        "sagemaker:CreateTrial",
+                        "sagemaker:DescribeTrial",
+                        "sagemaker:AssociateTrialComponent",
+                        "sagemaker:AddTags",
+                    ],
+                    resources=[
+                        self.sagemaker_arn("experiment", config.resource_prefix),
+                        self.sagemaker_arn("experiment-trial", "*"),
+                        self.sagemaker_arn("experiment-trial-component", "pipelines-*"),
+                    ],
+                )
+            )
         if not config.pipeline_may_approve:
             # Enforced where the code cannot be bypassed: whoever starts an execution with
             # ModelApprovalStatus=Approved gets AccessDenied at Register, not a deployment.
@@ -238,6 +306,10 @@ class Roles(Construct):
                     },
                 )
             )
+
+    def _grant_pipeline_data(self, config: StackConfig, bucket: s3.IBucket, key: kms.IKey) -> None:
+        """The pipeline: pass the job role, read property files, use the project key."""
+        pipe, prefix = self.pipeline_role, config.s3_prefix
         pipe.add_to_policy(
             iam.PolicyStatement(
                 sid="PassJobRole",
@@ -270,8 +342,6 @@ class Roles(Construct):
             )
         )
 
-        self._acknowledge(config, bucket)
-
     def _model_policy(self, config: StackConfig, bucket: s3.IBucket, key: kms.IKey) -> None:
         """What the endpoint needs: its model artifacts, data capture, the key, the inference
         image, logs and metrics."""
@@ -293,33 +363,13 @@ class Roles(Construct):
             iam.PolicyStatement(
                 sid="UseProjectKey", actions=list(KMS_USE), resources=[key.key_arn]
             ),
-            iam.PolicyStatement(
-                sid="EcrToken", actions=["ecr:GetAuthorizationToken"], resources=["*"]
-            ),
-            iam.PolicyStatement(
-                sid="PullInferenceImage",
-                actions=[
-                    "ecr:BatchCheckLayerAvailability",
-                    "ecr:BatchGetImage",
-                    "ecr:GetDownloadUrlForLayer",
-                ],
-                resources=[framework_repository(stack.region, "inference").arn(stack.partition)],
-            ),
-            iam.PolicyStatement(
-                sid="EndpointLogs",
-                actions=[
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                resources=[self.sagemaker_log_groups("Endpoints/*")],
-            ),
-            iam.PolicyStatement(
-                sid="EndpointMetrics",
-                actions=["cloudwatch:PutMetricData"],
-                resources=["*"],
-                conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            *container_runtime(
+                pull=(
+                    "PullInferenceImage",
+                    [framework_repository(stack.region, "inference").arn(stack.partition)],
+                ),
+                logs=("EndpointLogs", [self.sagemaker_log_groups("Endpoints/*")]),
+                metrics=("EndpointMetrics", ["/aws/sagemaker/*"]),
             ),
         ]
         if config.vpc_mode:
@@ -371,6 +421,11 @@ class Roles(Construct):
             "Resource::" + arn.format("logs", "log-group:/aws/sagemaker/*"): "SageMaker writes "
             "job and endpoint logs to log groups it names under /aws/sagemaker/.",
         }
+        if config.mlflow_tracking_server_arn:
+            job_findings["Action::sagemaker-mlflow:*"] = (
+                "MLflow's tracking API (runs, metrics, parameters, artifacts) on the one "
+                "configured tracking server only."
+            )
         pipeline_findings = {
             f"Resource::{data}/{prefix}/*": "The pipeline reads property files (the evaluation "
             "report) that its jobs wrote under the project prefix.",
@@ -383,6 +438,17 @@ class Roles(Construct):
                 "sagemaker", f"model-package/{config.resource_prefix}/*"
             ): "Versions of this project's own model package group only.",
         }
+        if not config.mlflow_tracking_server_arn:
+            pipeline_findings.update(
+                {
+                    "Resource::" + arn.format("sagemaker", "experiment-trial/*"): "A run group "
+                    "(trial) per execution, named by SageMaker Pipelines after the execution "
+                    "id, inside this pipeline's own experiment.",
+                    "Resource::"
+                    + arn.format("sagemaker", "experiment-trial-component/pipelines-*"): "The "
+                    "runs of the jobs SageMaker Pipelines starts (pipelines-<execution id>-...).",
+                }
+            )
         model_findings = {
             f"Resource::{data}/{prefix}/executions/*": "The endpoint reads its model.tar.gz, "
             "which Train wrote under executions/<execution id>/Train/, read-only.",

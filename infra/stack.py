@@ -9,12 +9,14 @@ from constructs import Construct
 from infra.config import StackConfig
 from infra.dashboard import Dashboard
 from infra.deployer import Deployer
+from infra.monitoring import StageMonitoring
 from infra.network import VpcEndpoints
 from infra.notifications import Notifications
 from infra.personas import Personas
 from infra.pipeline import Pipeline
 from infra.promotion import Promoter
 from infra.registry import Registry
+from infra.retraining import Retraining
 from infra.roles import Roles
 from infra.storage import Storage
 
@@ -39,8 +41,21 @@ class BincountStack(Stack):
         stages = config.stages
         self.deployers: list[Deployer] = []
         self.promoters: list[Promoter] = []
+        self.monitors: list[StageMonitoring] = []
         for index, stage in enumerate(stages):
             next_stage = stages[index + 1] if index + 1 < len(stages) else None
+            monitor = None
+            if stage.monitored:
+                monitor = StageMonitoring(
+                    self,
+                    f"Monitoring{_id(stage.name)}",
+                    config=config,
+                    stage=stage,
+                    bucket=bucket,
+                    key=key,
+                    topic=topic,
+                )
+                self.monitors.append(monitor)
             deployer = Deployer(
                 self,
                 # The first stage keeps the plain id (its logical ids stay as they were).
@@ -53,7 +68,11 @@ class BincountStack(Stack):
                 model_role=self.roles.model_role,
                 group_name=config.group_name(stage),
                 topic=topic,
+                monitor=monitor,
             )
+            if monitor is not None:
+                # The schedule names this role: it stays until the teardown has deleted it.
+                deployer.teardown.node.add_dependency(monitor.role)
             # The teardown runs before the group goes (a `destroy` group deletes its versions).
             deployer.teardown.node.add_dependency(self.registry.groups[config.group_name(stage)])
             self.deployers.append(deployer)
@@ -87,6 +106,23 @@ class BincountStack(Stack):
             self.pipeline.pipeline.node.add_dependency(deployer.teardown)
 
         pipeline_name = self.pipeline.settings.pipeline_name
+        for monitor in self.monitors:
+            # The monitoring job runs the processing archive the pipeline's Evaluate runs.
+            monitor.use_pipeline_code(self.pipeline.definition_body)
+        self.retraining = None
+        if config.retraining:
+            self.retraining = Retraining(
+                self,
+                "Retraining",
+                config=config,
+                key=key,
+                topic=topic,
+                pipeline_name=pipeline_name,
+                definition_body=self.pipeline.definition_body,
+                drift_alarms=[m.drift_alarm for m in self.monitors],
+            )
+            # Gone before the pipeline on `cdk destroy`: nothing starts an execution then.
+            self.retraining.node.add_dependency(self.pipeline.pipeline)
         self.notifications.pipeline_failures(pipeline_name)
         self.notifications.approvals_waiting([config.group_name(s) for s in stages])
         Dashboard(self, "Dashboard", config=config, pipeline_name=pipeline_name)

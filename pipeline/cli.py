@@ -2,14 +2,23 @@
 
 - `definition [--out FILE] [--stage] [settings]`: print (or write) the definition JSON; no
   AWS credentials needed. `--stage` also writes the files it points at (packaging.stage_files).
-- `start [--param NAME=VALUE ...]`: start an execution of the deployed pipeline; names and
-  values are checked against the parameters that pipeline declares.
-- `status [EXECUTION_ARN]`: each step of that execution (default: the newest) and its state.
+- `start [--env ENV] [--region R] [--param NAME=VALUE ...] [--wait]`: start an execution of
+  the deployed pipeline; names and values are checked against the parameters that pipeline
+  declares. `--wait` follows it step by step (Train epoch by epoch) until it ends.
+- `status [EXECUTION_ARN] [--json]`: each step of that execution (default: the newest).
 - `doctor [--aws] [--env ENV] [--region R] [--json]`: preflight checks before deploying
   (credentials, region, CDK bootstrap, Service Quotas); see pipeline.doctor.
+- `weights stage [--env ENV | --local] [--arch A ...] [--from-dir DIR]`: put the ImageNet
+  weight files in the bucket's weights/imagenet/ (or the local store); see pipeline.weights.
 
 The local runner's commands (`run`, `executions`, ...) come from pipeline.local.cli. Every
 command sets `func` (args -> exit code or None) through `set_defaults`.
+
+AWS commands take `--env dev|prod`: the pipeline name (`bincount-<env>`) and region come
+from that cdk.json environment (boto3 reads AWS_DEFAULT_REGION, not AWS_REGION; `--region`
+overrides). Exit codes: 0 done, 1 a runtime failure (an execution failed, an AWS error, a
+missing resource), 2 a usage error (bad option, parameter value or unknown name).
+The same CLI is installed as `bincount` (pyproject's [project.scripts]).
 """
 
 from __future__ import annotations
@@ -17,45 +26,56 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from pipeline import doctor, parameters
+from pipeline import doctor, parameters, presets, weights_stage
+from pipeline.cli_support import (
+    NO_REGION,
+    RUNTIME_ERROR,
+    USAGE_ERROR,
+    CliError,
+    CommandFailed,
+    add_env_options,
+    aws_client,
+    environment,
+    run_command,
+)
 from pipeline.settings import ParameterDefaults, Settings
 
 
-class CliError(Exception):
-    """A mistake in what the user asked for: printed without a traceback, exit code 2."""
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("bincount")
+    except PackageNotFoundError:  # a checkout used without `pip install -e .`
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # argparse: --help, --version (0) or a usage error (2)
+        return done.code if isinstance(done.code, int) else USAGE_ERROR
     return run_command(args)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """Run the parsed command; a user's mistake (a CliError, or an AWS error answering what
-    was asked) is printed as `error: ...` with exit code 2, without a traceback."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        return int(args.func(args) or 0)
-    except CliError as error:
-        message = str(error)
-    except ClientError as error:
-        details = error.response.get("Error", {})
-        message = f"{details.get('Code', 'error')}: {details.get('Message', error)}"
-    except BotoCoreError as error:  # NoRegionError, NoCredentialsError, ProfileNotFound, ...
-        message = str(error)
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+def _prog() -> str:
+    return "bincount" if Path(sys.argv[0]).name == "bincount" else "python -m pipeline"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"bincount {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     definition = commands.add_parser("definition", help="print the pipeline definition JSON")
@@ -76,14 +96,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a pipeline parameter (repeatable), e.g. --param Epochs=5",
     )
     start.add_argument("--display-name", help="execution display name")
+    start.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the execution step by step (Train epoch by epoch) until it ends; "
+        "exit 1 unless it Succeeded",
+    )
+    start.add_argument(
+        "--poll-seconds", type=float, default=30.0, help="with --wait: seconds between looks"
+    )
+    start.add_argument(
+        "--preset",
+        help="start from a named set of parameter values (see `presets`); --param overrides",
+    )
     start.set_defaults(func=cmd_start)
+
+    listed = commands.add_parser(
+        "presets", help="named parameter sets (e.g. abid-full) with a time and cost estimate"
+    )
+    listed.add_argument("name", nargs="?", help="default: every preset")
+    listed.add_argument("--json", action="store_true", help="the presets' values as JSON")
+    listed.set_defaults(func=cmd_presets)
 
     status = commands.add_parser("status", help="show each step of an execution and its state")
     _add_aws_options(status)
     status.add_argument("execution_arn", nargs="?", help="default: the newest execution")
+    status.add_argument("--json", action="store_true", help="the execution and steps as JSON")
     status.set_defaults(func=cmd_status)
 
     doctor.add_command(commands)
+    weights_stage.add_command(commands)
     _add_local_commands(commands)
     return parser
 
@@ -114,13 +156,18 @@ _SETTINGS_OPTIONS = {
 }
 
 
-def _add_aws_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--pipeline-name", default=Settings.pipeline_name)
-    parser.add_argument(
-        "--region",
-        default=None,
-        help="default: AWS_REGION / AWS_DEFAULT_REGION / your AWS config",
-    )
+def _add_aws_options(parser: argparse.ArgumentParser, pipeline: bool = True) -> None:
+    """--env and --region (every AWS command), and --pipeline-name where a pipeline is named."""
+    add_env_options(parser)
+    if pipeline:
+        parser.add_argument(
+            "--pipeline-name", default=None, help="default: the environment's, bincount-<env>"
+        )
+
+
+def pipeline_name(args: argparse.Namespace) -> str:
+    """--pipeline-name, else the pipeline the environment's stack makes (bincount-<env>)."""
+    return args.pipeline_name or environment(args).resource_prefix
 
 
 def _add_settings_options(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +187,8 @@ def _add_settings_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a parameter default by its settings name, e.g. --default epochs=5",
+        help="a parameter default, named as --param names it (or by its settings name), "
+        "e.g. --default Epochs=5",
     )
 
 
@@ -164,9 +212,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _parameter_defaults(pairs: list[str]) -> ParameterDefaults:
     types = {f.name: type(getattr(ParameterDefaults(), f.name)) for f in fields(ParameterDefaults)}
     values: dict[str, object] = {}
-    for name, raw in (_split_pair(pair, "--default") for pair in pairs):
+    for given, raw in (_split_pair(pair, "--default") for pair in pairs):
+        # The pipeline parameter's name, as --param spells it (Epochs, LearningRate), or the
+        # settings field's (epochs, learning_rate).
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", given).lower()
         if name not in types:
-            raise CliError(f"unknown --default {name!r}; known: {', '.join(sorted(types))}")
+            raise CliError(f"unknown --default {given!r}; known: {', '.join(sorted(types))}")
         try:
             values[name] = types[name](raw)
         except ValueError as error:
@@ -206,36 +257,82 @@ def cmd_definition(args: argparse.Namespace) -> int:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    client = _sagemaker(args.region)
-    declared = declared_parameters(_deployed_definition(client, args.pipeline_name))
-    overrides = parse_parameter_overrides(args.param, declared)
+    client = aws_client("sagemaker", args)
+    name = pipeline_name(args)
+    try:
+        pairs = presets.overrides(args.preset, args.param)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    declared = declared_parameters(_deployed_definition(client, name))
+    overrides = parse_parameter_overrides(pairs, declared)
     request: dict[str, object] = {
-        "PipelineName": args.pipeline_name,
+        "PipelineName": name,
         "PipelineParameters": [{"Name": k, "Value": v} for k, v in overrides.items()],
     }
     if args.display_name:
         request["PipelineExecutionDisplayName"] = args.display_name
     arn = _call(client.start_pipeline_execution, **request)["PipelineExecutionArn"]
     print(arn)
+    if not args.wait:
+        return 0
+    from pipeline.progress import follow_execution
+
+    sys.stdout.flush()
+    ended = _call(
+        follow_execution,
+        client,
+        aws_client("logs", args),
+        arn,
+        echo=lambda line: print(line, flush=True),
+        poll_seconds=args.poll_seconds,
+    )
+    status = ended["PipelineExecutionStatus"]
+    print(
+        f"execution {status}"
+        + (f": {ended['FailureReason']}" if ended.get("FailureReason") else "")
+    )
+    return 0 if status == "Succeeded" else RUNTIME_ERROR
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else sorted(presets.PRESETS)
+    unknown = [n for n in names if n not in presets.PRESETS]
+    if unknown:
+        raise CliError(f"unknown preset {unknown[0]!r}; known: {', '.join(presets.PRESETS)}")
+    if args.json:
+        print(
+            json.dumps(
+                {name: dict(presets.PRESETS[name].parameters) for name in names},
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return 0
+    print("\n\n".join(presets.describe(name) for name in names))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    client = _sagemaker(args.region)
-    arn = args.execution_arn or _newest_execution(client, args.pipeline_name)
+    client = aws_client("sagemaker", args)
+    arn = args.execution_arn or _newest_execution(client, pipeline_name(args))
     execution = _call(client.describe_pipeline_execution, PipelineExecutionArn=arn)
-    print(f"{arn}  {execution['PipelineExecutionStatus']}")
-    if execution.get("FailureReason"):
-        print(f"  failure: {execution['FailureReason']}")
     steps = []
     pages = client.get_paginator("list_pipeline_execution_steps").paginate(
         PipelineExecutionArn=arn, SortOrder="Ascending"
     )
     for page in _call(list, pages):
         steps.extend(page["PipelineExecutionSteps"])
+    if args.json:
+        print(json.dumps({"Execution": execution, "Steps": steps}, indent=2, default=str))
+        return 0
+    print(f"{arn}  {execution['PipelineExecutionStatus']}")
+    if execution.get("FailureReason"):
+        print(f"  failure: {execution['FailureReason']}")
     if not steps:
         print("  (no steps started yet)")
-    width = max((len(s["StepName"]) for s in steps), default=0)
+        return 0
+    width = max(len("STEP"), *(len(s["StepName"]) for s in steps))
+    print(f"  {'STEP':<{width}}  STATUS")
     for step in steps:
         line = f"  {step['StepName']:<{width}}  {step['StepStatus']}"
         if step.get("FailureReason"):
@@ -260,29 +357,30 @@ def parse_parameter_overrides(pairs: Sequence[str], declared: dict[str, dict]) -
         raise CliError(str(error)) from error
 
 
-def _sagemaker(region: str | None):
-    import boto3
-    from botocore.exceptions import NoRegionError
-
-    try:
-        return boto3.client("sagemaker", region_name=region)
-    except NoRegionError as error:
-        raise CliError("no AWS region: pass --region or set AWS_REGION") from error
-
-
 def _call(method, *args, **kwargs):
-    from botocore.exceptions import BotoCoreError, ClientError
+    """An AWS call whose error is the command's failure (exit 1), one line."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
     try:
         return method(*args, **kwargs)
     except ClientError as error:
-        raise CliError(error.response.get("Error", {}).get("Message", str(error))) from error
+        message = error.response.get("Error", {}).get("Message", str(error))
+        raise CommandFailed(message) from error
+    except NoRegionError as error:
+        raise CliError(NO_REGION) from error
     except BotoCoreError as error:
-        raise CliError(str(error)) from error
+        raise CommandFailed(str(error)) from error
 
 
 def _deployed_definition(client, pipeline_name: str) -> dict:
-    described = _call(client.describe_pipeline, PipelineName=pipeline_name)
+    try:
+        described = _call(client.describe_pipeline, PipelineName=pipeline_name)
+    except CommandFailed as error:
+        region = client.meta.region_name
+        raise CommandFailed(
+            f"pipeline {pipeline_name!r} in {region}: {error} (deployed? `make deploy ENV=...`; "
+            "or pass --env, --pipeline-name, --region)"
+        ) from error
     return json.loads(described["PipelineDefinition"])
 
 
@@ -295,5 +393,5 @@ def _newest_execution(client, pipeline_name: str) -> str:
         MaxResults=1,
     )["PipelineExecutionSummaries"]
     if not summaries:
-        raise CliError(f"pipeline {pipeline_name!r} has no executions yet")
+        raise CommandFailed(f"pipeline {pipeline_name!r} has no executions yet")
     return summaries[0]["PipelineExecutionArn"]

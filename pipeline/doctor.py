@@ -17,13 +17,12 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from infra.config import ENVIRONMENTS_KEY, SELECTED_KEY, StackConfig
-from pipeline.settings import REPO_ROOT, ParameterDefaults, Settings
+from infra.config import StackConfig
+from pipeline.cli_support import CliError, cdk_context, load_config
+from pipeline.settings import ParameterDefaults, Settings
 
-CDK_JSON = REPO_ROOT / "cdk.json"
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 # The bootstrap stack `cdk bootstrap` creates, and where it records its version.
@@ -102,26 +101,12 @@ class AwsClients:
 # --- what the environment needs ---------------------------------------------------------------
 
 
-def cdk_context(path: Path = CDK_JSON) -> dict:
-    """cdk.json's context, read directly: importing app.py would start the CDK's Node runtime."""
-    return json.loads(path.read_text())["context"]
-
-
-def load_config(context: dict, env: str | None) -> StackConfig:
-    """The StackConfig of `env` (default: cdk.json's selected environment); ValueError if none."""
-    selected = env or context.get(SELECTED_KEY)
-    return StackConfig.from_context(
-        {ENVIRONMENTS_KEY: context.get(ENVIRONMENTS_KEY), SELECTED_KEY: selected}
-    )
-
-
 def stack_pipeline_settings(config: StackConfig) -> Settings:
     """The parts of infra.pipeline.pipeline_settings that decide instance usage, without
     importing the CDK (a test keeps the two in step)."""
     return Settings(
         spot=config.spot_training,
         defaults=ParameterDefaults(
-            endpoint_name=config.endpoint_name,
             training_instance_type=config.training_instance_type,
         ),
     )
@@ -189,7 +174,7 @@ def resolve_region(
     elif config.region:
         region, source = config.region, f"cdk.json environment {config.name!r}"
     elif configured:
-        region, source = configured, "your AWS config (AWS_REGION / AWS_DEFAULT_REGION / profile)"
+        region, source = configured, "your AWS config (AWS_DEFAULT_REGION or the profile)"
     else:
         region, source = "us-east-1", "app.py's default (no region in cdk.json or AWS config)"
     detail = f"{region} (from {source})"
@@ -205,8 +190,8 @@ def resolve_region(
             "region",
             WARN,
             f"{detail}; your AWS config defaults to {configured}",
-            f"pass --region {region} to `python -m pipeline start|status`, or export "
-            f"AWS_REGION={region}",
+            f"pass --region {region} (or --env) to `python -m pipeline start|status`, or "
+            f"export AWS_DEFAULT_REGION={region}",
         )
     return region, Result("region", PASS, detail)
 
@@ -438,7 +423,6 @@ def add_command(commands) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from pipeline.cli import CliError
 
     context = cdk_context()
     try:

@@ -4,8 +4,10 @@ The definition never uploads anything. Each source dir is packed into a reproduc
 `sourcedir.tar.gz` (sorted entries, mtime 0, uid/gid 0, no caches, gzip mtime 0) whose key is
 `<prefix>/code/<sha256[:16]>/sourcedir.tar.gz`, so the definition changes only when the code
 does. Every other file the SDK would upload (runproc.sh, install_requirements.py) is caught by
-`StagingSession`. `stage_files(settings)` writes them all to `<staging_dir>/<bucket>/<key>`,
-which the CDK app deploys to the same keys and the local runner copies into its store.
+`StagingSession`. `write_staged` writes them to `<staging_dir>/<bucket>/<key>`, which the CDK
+app deploys to the same keys and the local runner copies into its store
+(`pipeline.definition.stage_files` builds the definition and writes its files; this module sits
+below the definition and never imports it).
 """
 
 from __future__ import annotations
@@ -145,14 +147,3 @@ def write_staged(staged: dict[tuple[str, str], bytes], staging_dir: Path) -> lis
         tmp.replace(target)
         written.append(target)
     return written
-
-
-def stage_files(settings: Settings) -> Path:
-    """Build the definition and write every file it points at; returns the staging dir.
-
-    The result holds `<bucket>/<key>` for each file (code archives, runproc.sh, ...).
-    """
-    from pipeline.definition import build
-
-    write_staged(build(settings).staged, settings.staging_dir)
-    return settings.staging_dir

@@ -10,7 +10,6 @@ Every mistake is a ValueError naming the parameter, the value and what was expec
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,20 +19,14 @@ PARAMETER_TYPES = ("String", "Integer", "Float", "Boolean")
 
 @dataclass(frozen=True)
 class Rule:
-    """Bounds (inclusive unless `above` is set: then strictly greater) or a full-match regex."""
+    """Bounds, inclusive unless `above` is set: then strictly greater."""
 
     minimum: float | None = None
     maximum: float | None = None
     above: float | None = None
-    pattern: str | None = None
-    meaning: str = ""
 
     def problem(self, value: Any) -> str | None:
         """Why `value` (already of the parameter's type) breaks the rule, or None."""
-        if self.pattern is not None:
-            if not re.fullmatch(self.pattern, str(value)):
-                return f"must match {self.pattern} ({self.meaning})"
-            return None
         if isinstance(value, float) and not math.isfinite(value):
             return "must be a finite number"
         if self.above is not None and not value > self.above:
@@ -68,12 +61,74 @@ RULES: dict[str, Rule] = {
     "MinTrainImages": Rule(minimum=1),
     "MinValidationImages": Rule(minimum=1),
     "MinTestImages": Rule(minimum=1),
-    # SageMaker's EndpointName: 1..63 letters, digits and inner hyphens.
-    "EndpointName": Rule(
-        pattern=r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
-        meaning="1 to 63 letters, digits and hyphens, starting and ending with a letter or digit",
-    ),
 }
+
+
+# What each parameter means: Studio shows only a parameter's name, type and default (the
+# definition has no field for a description), so this table is their documentation, printed
+# by `python -m pipeline.parameters` and copied into README.md "Parameters" (a test keeps the
+# two equal).
+DOCS: dict[str, str] = {
+    "ProcessingInstanceType": "Instance type of the Prepare and Evaluate jobs.",
+    "ProcessingInstanceCount": "Prepare's instances; each takes a share of the images "
+    "(Evaluate always runs on one).",
+    "TrainingInstanceType": "Instance type of the Train job (GPU types train with one rank "
+    "per GPU).",
+    "TrainingInstanceCount": "Train's instances (torchrun across all of them).",
+    "Epochs": "Most epochs to train; early stopping may end sooner.",
+    "LearningRate": "AdamW's peak learning rate.",
+    "BatchSize": "Images per batch on each GPU (or CPU).",
+    "ImageSize": "Side in pixels that images are resized to, in Prepare and Train.",
+    "Architecture": "The network to train (`smallcnn`: a tiny CNN for smoke runs).",
+    "PretrainedWeights": "`imagenet`: start from ImageNet weights staged with the pipeline; "
+    "`none`: random initialisation.",
+    "SourceUri": "Where the bin images are: an `s3://` prefix holding `bin-images/` and "
+    "`metadata/` (default: the public Amazon Bin Image Dataset).",
+    "FileListUri": "Which images to use: `bundled` (the curated list shipped with the code), "
+    "`scan` (every image under SourceUri's `metadata/`) or the `s3://` URI of a list in the "
+    "same format.",
+    "PerClassCap": "Most images per item count (1-5) taken from the list; `0`: no cap.",
+    "MaxSkipFraction": "Share of the selected images that may be unusable (corrupt, missing "
+    "metadata) before Prepare fails.",
+    "AccuracyThreshold": "Test accuracy the model needs to be registered and deployed.",
+    "MinTrainImages": "Fewest train images Train accepts (it fails below).",
+    "MinValidationImages": "Fewest validation images Train accepts (it fails below).",
+    "MinTestImages": "Fewest test images Evaluate accepts (it fails below).",
+    "ModelApprovalStatus": "Status of the registered version: `Approved` deploys it at once, "
+    "`PendingManualApproval` waits for a person (the only value where the pipeline may not "
+    "approve, e.g. prod).",
+}
+
+
+def allowed(parameter: Mapping[str, Any]) -> str:
+    """The values a declared parameter takes, in words."""
+    if parameter.get("EnumValues"):
+        return ", ".join(f"`{v}`" for v in parameter["EnumValues"])
+    rule = RULES.get(parameter["Name"])
+    if rule is None:
+        return f"any {parameter.get('Type', 'String')}"
+    low = f"> {rule.above:g}" if rule.above is not None else None
+    if low is None and rule.minimum is not None:
+        low = f">= {rule.minimum:g}"
+    high = f"<= {rule.maximum:g}" if rule.maximum is not None else None
+    return ", ".join(part for part in (low, high) if part)
+
+
+def describe(declared: Iterable[Mapping[str, Any]]) -> str:
+    """The declared parameters as a Markdown table: name, type, default, allowed, meaning."""
+    rows = [
+        "| Parameter | Type | Default | Allowed | Meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for parameter in declared:
+        name = parameter["Name"]
+        if name not in DOCS:
+            raise ValueError(f"parameter {name} has no entry in pipeline.parameters.DOCS")
+        rows.append(
+            f"| `{name}` | {parameter.get('Type', 'String')} | `{parameter['DefaultValue']}` "
+            f"| {allowed(parameter)} | {DOCS[name]} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def split_pair(pair: str, option: str = "--param") -> tuple[str, str]:
@@ -151,3 +206,28 @@ def parse_overrides(
         check_value(declared[name], value)
         overrides[name] = value
     return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.parameters DEFINITION_JSON` (`-`: stdin): the definition's parameter
+    table in Markdown, e.g. `python -m pipeline definition | python -m pipeline.parameters -`.
+    It reads a file rather than building one: this module sits below the definition."""
+    import json
+    import sys
+    from pathlib import Path
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m pipeline.parameters DEFINITION_JSON|-\n")
+        return 2
+    try:
+        text = sys.stdin.read() if args[0] == "-" else Path(args[0]).read_text()
+        sys.stdout.write(describe(json.loads(text)["Parameters"]))
+    except (OSError, ValueError, KeyError) as error:
+        sys.stderr.write(f"python -m pipeline.parameters: {args[0]}: {error!r}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

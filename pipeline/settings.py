@@ -19,6 +19,8 @@ from pipeline.instance_types import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APPROVAL_STATUSES = ("PendingManualApproval", "Approved", "Rejected")
+# The Architecture parameter's EnumValues (training/train.py builds each).
+ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "smallcnn")
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,6 @@ class ParameterDefaults:
     min_validation_images: int = 100
     min_test_images: int = 200
     model_approval_status: str = "PendingManualApproval"
-    endpoint_name: str = "bincount"
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,9 @@ class Settings:
     security_group_ids: tuple[str, ...] = ()
     network_isolation: bool = False
     spot: bool = False
+    # A SageMaker managed MLflow tracking server: the pipeline records its executions there.
+    # Empty: SageMaker Experiments (the pipeline's experiment, a run group per execution).
+    mlflow_tracking_server_arn: str = ""
     framework_version: str = "2.6.0"
     py_version: str = "py312"
     # Where registered versions may serve, the deployer's (the endpoint's) type first: it picks

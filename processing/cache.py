@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,8 @@ class ContentCache:
         self.root = Path(root)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".writable"  # fail now, not after the downloads
+            # Fail now, not after the downloads; one probe per process (workers probe too).
+            probe = self.root / f".writable-{os.getpid()}"
             write_atomic(probe, b"")
             probe.unlink()
         except OSError as err:

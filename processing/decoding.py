@@ -15,10 +15,12 @@ class BadImage(ValueError):
         self.detail = detail
 
 
-def decode_image(data: bytes, size: int) -> np.ndarray:
-    """Decode and resize to size x size RGB; BadImage(reason, detail) when that is impossible."""
+def decode_photo(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """(size x size RGB pixels, the original (width, height)); BadImage(reason, detail) when
+    that is impossible. The original sides are the header's, read before draft() scales."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            original = image.size
             # draft() makes libjpeg decode at 1/2, 1/4 or 1/8 scale: most of the speed. Asking
             # for 80% of the size lets a ~500x400 photo decode at half scale for 224 px (then
             # at most 1.25x upscaling on one side, invisible after the bilinear resize).
@@ -33,4 +35,9 @@ def decode_image(data: bytes, size: int) -> np.ndarray:
         raise BadImage(reason, text) from err
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+    return np.asarray(rgb, dtype=np.uint8), original
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Decode and resize to size x size RGB; BadImage(reason, detail) when that is impossible."""
+    return decode_photo(data, size)[0]

@@ -7,8 +7,10 @@ Runs as a SageMaker Processing script (and locally the same way):
 
 The model is loaded through its own `code/inference.py` (model_fn, predict_fn), so what is
 judged is exactly what will serve. Writes `evaluation.json` in SageMaker's model-quality format
-(what the quality gate reads and the registry shows), `confusion_matrix.png` and
-`predictions.csv`. A test split smaller than --min-test-images is refused (exit 2) before the
+(what the quality gate reads and the registry shows), `confusion_matrix.png`,
+`predictions.csv` and `report.html`, the page an approver reads (report_page.py), with the
+training curves from the model archive beside it (`curves.json`, `curves.png`). A test
+split smaller than --min-test-images is refused (exit 2) before the
 model is loaded: on a handful of images any accuracy, 1.0 included, means nothing, and the
 report states the test-set size and the accuracy's 95% confidence interval.
 """
@@ -32,6 +34,10 @@ from typing import Any
 import exit_message
 import numpy as np
 from atomic_io import write_atomic
+from baseline import build_baseline, write_baseline
+from prepare_stats import StatsError, merge_host_stats
+from report_page import Predictions, ReportError, publish_report, read_curves
+from shards import ShardError, read_shard, shard_stems
 
 # Smallest test split the gate may judge on (pipeline MinTestImages): at 200 images the
 # accuracy's 95% interval is at most about +-0.07 wide each side (Wilson, near 0.5, where it
@@ -47,7 +53,13 @@ class EvaluationError(RuntimeError):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-dir", type=Path, required=True, help="model.tar.gz, or its contents")
-    p.add_argument("--test-dir", type=Path, required=True, help="Prepare's test shards (*.npz)")
+    p.add_argument("--test-dir", type=Path, required=True, help="Prepare's test shards")
+    p.add_argument(
+        "--report-dir",
+        type=Path,
+        default=None,
+        help="Prepare's report folder: its stats-<host>.json are merged into stats.json",
+    )
     p.add_argument("--output-dir", type=Path, required=True)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument(
@@ -55,6 +67,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=MIN_TEST_IMAGES,
         help="refuse to judge a model on fewer test images (pipeline parameter MinTestImages)",
+    )
+    p.add_argument(
+        "--execution-id",
+        default=None,
+        help="the pipeline execution named in report.html (default: from the job's name)",
+    )
+    p.add_argument(
+        "--history",
+        type=Path,
+        default=None,
+        help="earlier versions for report.html: JSON list of {version, accuracy, mae, live}",
     )
     args = p.parse_args(argv)
     for name in ("batch_size", "min_test_images"):
@@ -104,23 +127,23 @@ def load_serving_code(model_root: Path) -> ModuleType:
 
 
 def find_test_shards(test_dir: Path) -> list[Path]:
-    shards = sorted(test_dir.glob("*.npz")) if test_dir.is_dir() else []
-    if not shards:
+    stems = shard_stems(test_dir)
+    if not stems:
         raise EvaluationError(
-            f"no test shards (*.npz) in {test_dir}: did Prepare write a test split?"
+            f"no test shards (*.labels.npy with *.images.npy) in {test_dir}: did Prepare write "
+            "a test split?"
         )
-    return shards
+    return stems
 
 
 def count_test_images(shards: list[Path]) -> int:
     """Images in the test shards, from their labels alone (no pixels read)."""
     total = 0
-    for shard in shards:
+    for stem in shards:
         try:
-            with np.load(shard) as data:
-                total += len(data["labels"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise EvaluationError(f"test shard {shard.name} is unreadable: {exc}") from None
+            total += len(read_shard(stem)[1])
+        except ShardError as exc:
+            raise EvaluationError(f"test {exc}") from None
     return total
 
 
@@ -137,27 +160,39 @@ def require_test_images(shards: list[Path], minimum: int) -> int:
 
 
 def predict_split(serving: ModuleType, model: Any, shards: list[Path], batch_size: int):
-    """(ids, true counts, predicted counts, probabilities) over every shard, batch by batch."""
+    """(ids, true counts, predicted counts, probabilities) over every shard, batch by batch.
+
+    Each shard's pixels are memory-mapped and read a batch at a time, then unmapped: memory
+    stays at one batch however large the test split."""
     import torch
 
     ids: list[str] = []
     truth: list[int] = []
     predicted: list[int] = []
     probabilities: list[np.ndarray] = []
-    for shard in shards:
+    for stem in shards:
         try:
-            with np.load(shard) as data:
-                images, labels, shard_ids = data["images"], data["labels"], data["ids"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise EvaluationError(f"test shard {shard.name} is unreadable: {exc}") from None
+            images, labels, shard_ids = read_shard(stem)
+        except ShardError as exc:
+            raise EvaluationError(f"test {exc}") from None
         for start in range(0, len(labels), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
             out = serving.predict_fn(batch, model)
             predicted.extend(int(c) for c in out["counts"])
             probabilities.append(out["probabilities"].numpy())
+        del images  # unmap before the next shard
         truth.extend(int(c) for c in labels)
         ids.extend(str(i) for i in shard_ids)
     return ids, np.asarray(truth), np.asarray(predicted), np.concatenate(probabilities)
+
+
+def test_batches(shards: list[Path], batch_size: int):
+    """The test images again, uint8 NHWC, in predict_split's order (from the page cache)."""
+    for stem in shards:
+        images, labels, _ = read_shard(stem)
+        for start in range(0, len(labels), batch_size):
+            yield np.array(images[start : start + batch_size])
+        del images
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -292,14 +327,23 @@ def evaluate(
     output_dir: Path,
     batch_size: int = 256,
     min_test_images: int = MIN_TEST_IMAGES,
+    report_dir: Path | None = None,
+    execution_id: str | None = None,
+    history: Path | None = None,
 ) -> dict:
-    """Write evaluation.json, confusion_matrix.png and predictions.csv; return the report."""
+    """Write evaluation.json, confusion_matrix.png, predictions.csv (and, given Prepare's
+    report folder, the execution's merged stats.json); return the report."""
     started = time.perf_counter()
     shards = find_test_shards(test_dir)
     require_test_images(shards, min_test_images)
+    try:
+        stats = merge_host_stats(report_dir) if report_dir is not None else None
+    except StatsError as exc:
+        raise EvaluationError(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="bincount-model-") as scratch:
         root = unpack_model(model_dir, Path(scratch))
         meta = json.loads((root / "model.json").read_text(encoding="utf-8"))
+        curves = read_curves(root)  # Train's curves travel in model.tar.gz (curves.py)
         serving = load_serving_code(root)
         model = serving.model_fn(str(root))
         ids, truth, pred, probabilities = predict_split(serving, model, shards, batch_size)
@@ -318,6 +362,25 @@ def evaluate(
     write_atomic(
         output_dir / "predictions.csv", predictions_csv(ids, truth, pred, probabilities, classes)
     )
+    if stats is not None:
+        write_atomic(output_dir / "stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    # What the monitoring job compares an endpoint's traffic with: this model's predictions and
+    # the test images' statistics (and, from Prepare's manifests, their JPEG sizes).
+    baseline = build_baseline(
+        test_batches(shards, batch_size), probabilities, report_dir, classes=classes
+    )
+    write_baseline(output_dir / "baseline.json", baseline)
+    # The page an approver reads (report.html), and the training curves beside it.
+    publish_report(
+        output_dir,
+        report,
+        Predictions(ids, truth, pred, probabilities, classes),
+        test_dir,
+        curves,
+        meta,
+        execution_id,
+        history,
+    )
     # Last, so a report on disk always comes with its plot and predictions.
     write_atomic(output_dir / "evaluation.json", (json.dumps(report, indent=2) + "\n").encode())
     return report
@@ -327,9 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         report = evaluate(
-            args.model_dir, args.test_dir, args.output_dir, args.batch_size, args.min_test_images
+            args.model_dir,
+            args.test_dir,
+            args.output_dir,
+            args.batch_size,
+            args.min_test_images,
+            args.report_dir,
+            args.execution_id,
+            args.history,
         )
-    except EvaluationError as exc:
+    except (EvaluationError, ReportError) as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
     accuracy = report["multiclass_classification_metrics"]["accuracy"]["value"]

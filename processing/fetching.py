@@ -6,7 +6,9 @@ Outcome: usable, or skipped for a content defect with its reason (missing or for
 object, bad metadata, count out of range, undecodable image). Nothing else is a skip:
 transient source failures are retried by the source, and what remains (out of retries, disk
 full, permission denied on the cache) stops the job, and every other fetch with it.
-With a cache, objects are reused while the source confirms they are unchanged.
+With a cache, objects are reused while the source confirms they are unchanged. An item whose
+label comes from a list is not checked against its metadata unless `validate_metadata` (the
+published list is derived from the metadata: one request an image instead of two).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TypeVar
 
 import numpy as np
 from cache import ContentCache
-from decoding import BadImage, decode_image
+from decoding import BadImage, decode_photo
 from metadata import expected_quantity
 from selection import Item
 from sources import ObjectForbidden, ObjectMissing
@@ -39,6 +41,9 @@ class Outcome:
     detail: str = ""
     downloaded: int = 0  # bytes fetched from the source (not from the cache)
     relabelled_from: int | None = None  # the list's class, when metadata disagreed
+    nbytes: int = 0  # the original JPEG's size, width and height (for the manifest)
+    width: int = 0
+    height: int = 0
 
 
 class Fetcher:
@@ -52,12 +57,14 @@ class Fetcher:
         max_count: int,
         cache: ContentCache | None = None,
         on_failure: Callable[[str], None] | None = None,
+        validate_metadata: bool = True,
     ):
         self.source = source
         self.size = image_size
         self.min_count, self.max_count = min_count, max_count
         self.cache = cache
         self.on_failure = on_failure
+        self.validate_metadata = validate_metadata
 
     def __call__(self, item: Item) -> Outcome:
         try:
@@ -69,7 +76,7 @@ class Fetcher:
 
     def _fetch(self, item: Item) -> Outcome:
         out = Outcome(item.image_id, item.label)
-        if not item.from_metadata:
+        if self.validate_metadata and not item.from_metadata:
             try:
                 data = self._bytes(f"metadata/{item.image_id}.json", out)
             except ObjectMissing as err:
@@ -93,8 +100,9 @@ class Fetcher:
             return self._skip(out, "missing_image", str(err))
         except ObjectForbidden as err:
             return self._skip(out, "forbidden_image", str(err))
+        out.nbytes = len(data)
         try:
-            out.image = decode_image(data, self.size)
+            out.image, (out.width, out.height) = decode_photo(data, self.size)
         except BadImage as err:
             return self._skip(out, err.reason, err.detail)
         return out

@@ -4,14 +4,20 @@
         --max-count 5 --per-class-cap 0 --val-ratio 0.1 --test-ratio 0.1 --image-size 224 \
         --shard-size 512 --workers 64 --output-dir /opt/ml/processing/output
 
-Writes ARCHITECTURE.md's data contract: `train|validation|test/<host>-<nnnnn>.npz` and
-`report/{manifest,skipped,stats}-<host>.*`. With several processing hosts each takes a
-disjoint share of the selection. Unusable items (missing/forbidden/corrupt/truncated image,
-missing or bad metadata, count out of range) are skipped and listed with the reason; when
-metadata's EXPECTED_QUANTITY disagrees with the list's class, the metadata wins (and stats
-count it). Transient source failures are retried, never skipped; a job that cannot deliver
-(out of retries, disk full, permission denied, more skipped than --max-skip-fraction, an id
-unaccounted for) exits non-zero with the cause and leaves the previous output untouched.
+Writes ARCHITECTURE.md's data contract: `train|validation|test/<host>-<nnnnn>.*.npy` shards
+and `report/{manifest,skipped,stats}-<host>.*` (the manifest: id, label, split, and the
+original JPEG's bytes, width, height). With several processing hosts each takes a disjoint
+share of the selection; with `--file-list scan` each host also reads only its share of the
+metadata (and takes its part of --per-class-cap). Fetching and decoding run in one worker
+process per core (workers.py), `--workers` concurrent requests in all. Unusable items
+(missing/forbidden/corrupt/truncated image, missing or bad metadata, count out of range) are
+skipped and listed with the reason. A list's labels are trusted (the published list is
+derived from the metadata); with --validate-metadata each image's metadata is read too and,
+when its EXPECTED_QUANTITY disagrees with the list, the metadata wins (and stats count it).
+Transient source failures are retried, never skipped; a job that cannot deliver (out of
+retries, disk full, permission denied, more skipped than --max-skip-fraction, an id
+unaccounted for, a worker process killed) exits non-zero with the cause and leaves the
+previous output untouched.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import exit_message
@@ -31,21 +38,25 @@ from accounting import SkipGate, by_reason, check_accounting
 from atomic_io import write_atomic
 from cache import ContentCache
 from failures import PrepareFailed
-from fetching import Fetcher, Outcome, ordered_map
-from hosts import current_host
+from fetching import Outcome
+from hosts import HostShare, current_host
 from retrying import Retrier
-from selection import Rejected, cap_per_class, in_range, load_file_list, scan
+from selection import cap_per_class, cap_share, in_range, load_file_list, scan
 from shards import ShardWriter
 from sources import is_transient, open_source
 from splitting import SPLITS, check_ratios, split_of
 from staging import Staging
 from tqdm import tqdm
+from workers import FETCH, QUANTITY, FetchSpec, open_workers, usable_cores
 
 log = logging.getLogger("prepare")
+# The manifest's columns; bytes/width/height (the original JPEG's) were appended later, for
+# the monitoring baseline: readers go by name.
+MANIFEST_COLUMNS = ("id", "label", "split", "bytes", "width", "height")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Prepare the bin-image dataset as npz shards.")
+    p = argparse.ArgumentParser(description="Prepare the bin-image dataset as .npy shards.")
     p.add_argument("--source", default="s3://aft-vbi-pds", help="s3://bucket[/prefix] or folder")
     p.add_argument("--file-list", default="bundled", help="bundled | scan | path | s3:// URI")
     p.add_argument("--min-count", type=int, default=1)
@@ -55,7 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-ratio", type=float, default=0.1)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--shard-size", type=int, default=512)
-    p.add_argument("--workers", type=int, default=64)
+    p.add_argument("--workers", type=int, default=64, help="concurrent requests, in all")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="worker processes fetching and decoding (0 = one per usable core)",
+    )
+    p.add_argument(
+        "--validate-metadata",
+        action="store_true",
+        help="with a file list, also read each image's metadata and let its count win",
+    )
     p.add_argument("--output-dir", default="/opt/ml/processing/output")
     p.add_argument(
         "--cache-dir",
@@ -87,32 +109,56 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--image-size must be >= 8, got {args.image_size}")
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.processes < 0:
+        p.error(f"--processes must be >= 0, got {args.processes}")
+    args.processes = min(args.processes or usable_cores(), args.workers)
     if args.min_count > args.max_count:
         p.error(f"--min-count {args.min_count} is above --max-count {args.max_count}")
     return args
 
 
-def select(args: argparse.Namespace, source) -> tuple[list, list[Rejected]]:
-    """The selected items, and the ids a scan found unusable (reported as skipped)."""
+def select(args: argparse.Namespace, source, host: HostShare, workers) -> tuple[list, list, int]:
+    """This host's selected items, the ids a scan found unusable (reported as skipped), and
+    the size of the selection before hosts take their shares, the same on every host: a
+    list's items, or the metadata files a scan listed (every host lists them all)."""
     if args.file_list == "scan":
-        return scan(
-            source.list_names,
+        cap, owns = args.per_class_cap, host.owns
+        if cap > 0:
+            cap = cap_share(cap, host.index, host.count)
+            if cap == 0:  # more hosts than the cap: nothing for this one to read
+                owns = lambda image_id: False  # noqa: E731
+        listed = 0
+
+        def names(folder: str) -> Iterator[str]:
+            nonlocal listed
+            for name in source.list_names(folder):
+                listed += name.endswith(".json")
+                yield name
+
+        window = max(256, args.workers * 8)
+        chosen, rejected = scan(
+            names,
             source.read,
             args.min_count,
             args.max_count,
-            args.per_class_cap,
+            cap,
             args.workers,
+            owns=owns,
+            quantities=lambda chunk: workers.ordered(QUANTITY, chunk, window),
         )
-    listed = load_file_list(args.file_list)
+        return chosen, rejected, listed
+    items = load_file_list(args.file_list)
     # Out-of-range classes in a list are kept here so that the report names them.
-    kept = in_range(listed, args.min_count, args.max_count)
-    outside = [i for i in listed if not args.min_count <= i.label <= args.max_count]
-    return cap_per_class(kept, args.per_class_cap) + outside, []
+    kept = in_range(items, args.min_count, args.max_count)
+    outside = [i for i in items if not args.min_count <= i.label <= args.max_count]
+    selection = cap_per_class(kept, args.per_class_cap) + outside
+    return selection, [], len(selection)
 
 
 def progress(total: int, host: str) -> tqdm:
     """A bar on a terminal; a line every 30 s in a (non-tty) job log."""
     tty = sys.stderr.isatty()
+    tqdm.monitor_interval = 0  # no monitor thread: nothing to share with a later fork
     return tqdm(
         total=total,
         desc=f"prepare {host}",
@@ -130,29 +176,56 @@ def run(args: argparse.Namespace) -> dict:
     retrier = Retrier(
         is_transient, args.max_attempts, args.backoff_seconds, per_object=args.retry_budget
     )
+    spec = FetchSpec(
+        source=args.source,
+        threads=-(-args.workers // args.processes),
+        image_size=args.image_size,
+        min_count=args.min_count,
+        max_count=args.max_count,
+        cache_dir=args.cache_dir,
+        validate_metadata=args.validate_metadata,
+        max_attempts=args.max_attempts,
+        backoff_seconds=args.backoff_seconds,
+        retry_budget=args.retry_budget,
+    )
+    # Workers first: forked before this process has any thread or connection to share.
+    workers = open_workers(spec, retrier.state, args.processes)
+    try:
+        stats = _run(args, host, retrier, workers, started)
+    except BaseException as err:
+        retrier.record_failure(str(err) or repr(err))  # stop the work still waiting
+        getattr(workers, "kill", workers.close)()
+        raise
+    workers.close()
+    return stats
+
+
+def _run(args: argparse.Namespace, host: HostShare, retrier: Retrier, workers, started) -> dict:
     source = open_source(args.source, args.workers, retrier)
     source.check()
-    cache = ContentCache(args.cache_dir) if args.cache_dir else None
-    selection, rejected = select(args, source)
-    if not selection and not rejected:
+    if args.cache_dir:
+        ContentCache(args.cache_dir)  # fail now, naming the folder, if it cannot be used
+    selection, rejected, candidates = select(args, source, host, workers)
+    scanned = args.file_list == "scan"
+    # A scan's host may own nothing (few images, many hosts); a job as a whole may not.
+    alone = not scanned or host.count == 1
+    if not candidates or (alone and not selection and not rejected):
         raise SystemExit(f"prepare: the selection from {args.source} ({args.file_list}) is empty")
     share = [item for item in selection if host.owns(item.image_id)]
     unusable = [r for r in rejected if host.owns(r.image_id)]
     log.info(
-        "selected %d images from %s (%s); host %s (%d of %d) takes %d",
-        len(selection),
+        "selected %d images from %s (%s); host %s (%d of %d) takes %d; %d processes",
+        candidates,
         args.source,
         args.file_list,
         host.name,
         host.index + 1,
         host.count,
         len(share),
+        args.processes,
     )
     selected_at = time.perf_counter()
     output_dir = Path(args.output_dir)
-    fetcher = Fetcher(
-        source, args.image_size, args.min_count, args.max_count, cache, retrier.record_failure
-    )
     counts: dict[str, Counter] = {split: Counter() for split in SPLITS}
     gate = SkipGate(args.max_skip_fraction, len(share) + len(unusable), host.name)
     skipped = gate.counts
@@ -171,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
             progress(len(share), host.name) as bar,
         ):
             manifest, skips = csv.writer(mf), csv.writer(sf)
-            manifest.writerow(["id", "label", "split"])
+            manifest.writerow(MANIFEST_COLUMNS)
             skips.writerow(["id", "reason", "detail"])
 
             def skip(image_id: str, reason: str, detail: str) -> None:
@@ -184,22 +257,19 @@ def run(args: argparse.Namespace) -> dict:
                 skip(unused.image_id, unused.reason, unused.detail)
             window = max(64, args.workers * 4)
             outcome: Outcome
-            try:
-                for outcome in ordered_map(fetcher, share, args.workers, window):
-                    downloaded += outcome.downloaded
-                    bar.update(1)
-                    if outcome.reason:
-                        skip(outcome.image_id, outcome.reason, outcome.detail)
-                        continue
-                    relabelled += outcome.relabelled_from is not None
-                    split = split_of(outcome.image_id, args.val_ratio, args.test_ratio)
-                    writers[split].add(outcome.image_id, outcome.label, outcome.image)
-                    counts[split][outcome.label] += 1
-                    manifest.writerow([outcome.image_id, outcome.label, split])
-                    delivered.append(outcome.image_id)
-            except BaseException as err:
-                retrier.record_failure(str(err) or repr(err))  # stop the fetches still waiting
-                raise
+            for outcome in fetch_outcomes(workers, share, window):
+                downloaded += outcome.downloaded
+                bar.update(1)
+                if outcome.reason:
+                    skip(outcome.image_id, outcome.reason, outcome.detail)
+                    continue
+                relabelled += outcome.relabelled_from is not None
+                split = split_of(outcome.image_id, args.val_ratio, args.test_ratio)
+                writers[split].add(outcome.image_id, outcome.label, outcome.image)
+                counts[split][outcome.label] += 1
+                manifest.writerow([outcome.image_id, outcome.label, split, outcome.nbytes,
+                                   outcome.width, outcome.height])  # fmt: skip
+                delivered.append(outcome.image_id)
         for writer in writers.values():
             writer.flush()
         usable = sum(w.count for w in writers.values())
@@ -217,23 +287,25 @@ def run(args: argparse.Namespace) -> dict:
                 "see the log above"
             )
         if not share:
-            log.warning("host %s got no share of the %d images", host.name, len(selection))
+            log.warning("host %s got no share of the %d images", host.name, candidates)
         stats = {
             "host": host.name,
             "hosts": host.count,
             "source": args.source,
             "file_list": args.file_list,
             "image_size": args.image_size,
-            "selected": len(selection),
+            "selected": candidates,  # the same on every host (prepare_stats.py checks)
             "assigned": len(share) + len(unusable),
             "usable": usable,
             "counts": {s: {str(k): v for k, v in sorted(c.items())} for s, c in counts.items()},
             "skipped": dict(sorted(skipped.items())),
             "relabelled_from_metadata": relabelled,
+            "validate_metadata": args.validate_metadata or scanned,
             "shards": {s: len(w.written) for s, w in writers.items()},
             "bytes_downloaded": downloaded,
             "requests": retrier.requests,
             "retries": retrier.retries,
+            "processes": args.processes,
             "max_skip_fraction": args.max_skip_fraction,
             "seconds": {
                 "select": round(selected_at - started, 3),
@@ -256,6 +328,11 @@ def run(args: argparse.Namespace) -> dict:
         output_dir,
     )
     return stats
+
+
+def fetch_outcomes(workers, share: list, window: int) -> Iterator[Outcome]:
+    """One Outcome per item of the share, in order (a seam for the accounting test)."""
+    return workers.ordered(FETCH, share, window)
 
 
 def _write_json(path: Path, payload: dict) -> None:

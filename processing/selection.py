@@ -18,11 +18,12 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 
-from botocore.exceptions import ClientError
 from ids import id_problem
 from metadata import expected_quantity
+from s3http import S3Error
 from sources import ObjectForbidden, ObjectMissing, read_uri
 
 log = logging.getLogger("prepare")
@@ -92,13 +93,27 @@ def load_file_list(selector: str) -> list[Item]:
     origin = str(BUNDLED_LIST) if selector == "bundled" else selector
     try:
         payload = read_uri(origin)
-    except (OSError, ObjectMissing, ObjectForbidden, ClientError) as err:
+    except (OSError, ObjectMissing, ObjectForbidden, S3Error) as err:
         raise SystemExit(f"prepare: cannot read file list {origin}: {err}") from err
     return parse_file_list(payload, origin)
 
 
 def in_range(items: Iterable[Item], min_count: int, max_count: int) -> list[Item]:
     return [item for item in items if min_count <= item.label <= max_count]
+
+
+def quantity_of(read: Callable[[str], bytes], image_id: str) -> int | Rejected:
+    """The metadata's count of one scanned id, or why it cannot be selected."""
+    try:
+        data = read(f"metadata/{image_id}.json")
+    except ObjectMissing as err:  # listed, then deleted
+        return Rejected(image_id, "missing_metadata", str(err))
+    except ObjectForbidden as err:
+        return Rejected(image_id, "forbidden_metadata", str(err))
+    try:
+        return expected_quantity(data)
+    except (ValueError, KeyError, TypeError) as err:
+        return Rejected(image_id, "bad_metadata", f"no EXPECTED_QUANTITY: {err!r}")
 
 
 def scan(
@@ -108,13 +123,21 @@ def scan(
     max_count: int,
     per_class_cap: int,
     workers: int,
+    *,
+    owns: Callable[[str], bool] | None = None,
+    quantities: Callable[[list[str]], Iterable[int | Rejected]] | None = None,
 ) -> tuple[list[Item], list[Rejected]]:
     """List metadata/, read metadata in hash order, keep counts in range, cap each class.
 
-    Every host computes the same selection (same hash order, same stopping point); reading
-    stops as soon as every class in range is full, so a small cap reads little. Returns the
-    items and the ids read that could not be used (with the reason). Failures to read
-    (throttling past all retries, ...) are not rejections: they stop the job.
+    With `owns` (a host's share), only the ids it owns are read and returned: the hosts of a
+    job split the reading (~536k objects for the whole dataset) instead of each reading it all,
+    and `per_class_cap` is then this host's part of the cap. Listing is cheap (1,000 keys a
+    request) and every host lists everything. The order is fixed (a hash of the id), so a
+    rerun selects the same; reading stops as soon as every class in range is full, so a small
+    cap reads little. `quantities` maps a batch of ids to their counts (default: `read` on
+    `workers` threads; Prepare passes its worker processes). Returns the items and the ids
+    read that could not be used (with the reason). Failures to read (throttling past all
+    retries, ...) are not rejections: they stop the job.
     """
     ids, rejected, seen = [], [], set()
     for name in list_names("metadata"):
@@ -122,36 +145,28 @@ def scan(
         if not name.endswith(".json") or image_id in seen:
             continue
         seen.add(image_id)
+        if owns is not None and not owns(image_id):
+            continue
         problem = id_problem(image_id)
         if problem:
             rejected.append(Rejected(image_id, "bad_id", f"metadata/{name}: {problem}"))
         else:
             ids.append(image_id)
     ids.sort(key=order_key)
-    log.info("scan: %d metadata files listed", len(ids) + len(rejected))
+    log.info("scan: %d metadata files listed, %d to read here", len(seen), len(ids) + len(rejected))
     wanted = range(min_count, max_count + 1)
     taken: dict[int, list[Item]] = {count: [] for count in wanted}
-
-    def quantity(image_id: str) -> int | Rejected:
-        try:
-            data = read(f"metadata/{image_id}.json")
-        except ObjectMissing as err:  # listed, then deleted
-            return Rejected(image_id, "missing_metadata", str(err))
-        except ObjectForbidden as err:
-            return Rejected(image_id, "forbidden_metadata", str(err))
-        try:
-            return expected_quantity(data)
-        except (ValueError, KeyError, TypeError) as err:
-            return Rejected(image_id, "bad_metadata", f"no EXPECTED_QUANTITY: {err!r}")
 
     def full() -> bool:
         return per_class_cap > 0 and all(len(v) >= per_class_cap for v in taken.values())
 
     batch = max(256, workers * 8)
     with ThreadPoolExecutor(max_workers=workers) as pool:
+        if quantities is None:
+            quantities = lambda chunk: pool.map(partial(quantity_of, read), chunk)  # noqa: E731
         for start in range(0, len(ids), batch):
             chunk = ids[start : start + batch]
-            for image_id, count in zip(chunk, pool.map(quantity, chunk), strict=True):
+            for image_id, count in zip(chunk, quantities(chunk), strict=True):
                 if isinstance(count, Rejected):
                     rejected.append(count)
                 elif count in taken and (per_class_cap <= 0 or len(taken[count]) < per_class_cap):
@@ -161,6 +176,14 @@ def scan(
     chosen = [item for count in wanted for item in taken[count]]
     rejected.sort(key=lambda r: order_key(r.image_id))
     return sorted(chosen, key=lambda item: order_key(item.image_id)), rejected
+
+
+def cap_share(per_class_cap: int, host_index: int, host_count: int) -> int:
+    """Host `host_index`'s part of a positive per-class cap split over `host_count` hosts.
+
+    The parts add up to the cap exactly; a part may be 0 (more hosts than the cap).
+    """
+    return per_class_cap // host_count + (1 if host_index < per_class_cap % host_count else 0)
 
 
 def cap_per_class(items: list[Item], per_class_cap: int) -> list[Item]:

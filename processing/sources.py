@@ -4,13 +4,15 @@ Both hold `bin-images/<id>.jpg` and `metadata/<id>.json` under their root. Every
 goes through one `Retrier` (retrying.py): throttling, 5xx, resets, timeouts, bodies cut short
 and bodies that do not match their ETag's MD5 are tried again, never skipped. A missing
 object is `ObjectMissing`, a forbidden one `ObjectForbidden` (the caller skips that image);
-any other refusal stops the job with the key and the code. Clients pool as many connections
-as there are workers, honour AWS_ENDPOINT_URL(_S3), and fall back to unsigned requests when
-no credentials exist (the dataset bucket is public).
+any other refusal stops the job with the key and the code. Requests are plain GETs over a
+urllib3 pool as large as the workers, signed with botocore's SigV4 signer, or unsigned when
+no credentials exist (the dataset bucket is public) (s3http.py); AWS_ENDPOINT_URL(_S3) is
+honoured.
 
 `fetch(relative, known)` returns the bytes with what identifies them at the source (S3: ETag,
 size, VersionId; a folder: size and mtime), or no bytes when `known` is still current (S3
-answers a conditional GET with 304): what the cache keys on.
+answers a conditional GET with 304): what the cache keys on. `list_names(folder)` lists an
+S3 folder as ten key ranges at once (pages of 1,000 keys are sequential within a range).
 """
 
 from __future__ import annotations
@@ -19,33 +21,30 @@ import hashlib
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
-from botocore.exceptions import (
-    ClientError,
-    FlexibleChecksumError,
-    HTTPClientError,
-    IncompleteReadError,
-)
-from botocore.exceptions import ConnectionError as ConnectFailed  # refused, DNS, proxy
+import urllib3.exceptions
 from failures import PrepareFailed
 from ids import checked_path
 from retrying import Retrier, describe
+from s3http import S3Error, S3Http
 
 NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
 FORBIDDEN_CODES = {"AccessDenied", "403", "Forbidden"}
 TRANSIENT_CODES = {
     "SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
     "RequestTimeout", "InternalError", "ServiceUnavailable", "500", "502", "503", "504", "429",
+    "MalformedListing",
 }  # fmt: skip
-NOT_MODIFIED_CODES = {"304", "NotModified"}
 # S3's ETag is the body's MD5 for single-part uploads without SSE-KMS/SSE-C.
 MD5_ETAG = re.compile(r"[0-9a-fA-F]{32}")
+# Listing splits: keys below "<folder>/1", then one range per leading digit 1-9 (the dataset's
+# ids are numbers); every key falls in exactly one range whatever its first character.
+LIST_BOUNDS = tuple("123456789")
 
 
 class ObjectMissing(LookupError):
@@ -66,47 +65,13 @@ class Fetched:
     identity: dict
 
 
-TRANSIENT_ERRORS = (
-    ConnectFailed,
-    CorruptTransfer,
-    FlexibleChecksumError,
-    HTTPClientError,  # resets, closed connections, read timeouts, bodies cut off mid-read
-    IncompleteReadError,
-)
-
-
 def is_transient(err: BaseException) -> bool:
-    if isinstance(err, ClientError):
-        code, status = error_code(err), error_status(err)
-        return code in TRANSIENT_CODES or status >= 500 or status == 429
-    return isinstance(err, TRANSIENT_ERRORS)
-
-
-def error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def error_status(err: ClientError) -> int:
-    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-
-
-def s3_client(workers: int = 16, total_attempts: int = 1, unsigned: bool | None = None):
-    """A thread-safe S3 client sized for `workers` concurrent requests.
-
-    botocore's own retries are off by default: the Retrier does them all, so that every
-    transient failure (truncated and corrupted bodies too) follows one policy and is counted.
-    """
-    session = boto3.session.Session()
-    if unsigned is None:
-        unsigned = session.get_credentials() is None
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": total_attempts},
-        max_pool_connections=max(10, workers + 4),
-        connect_timeout=10,
-        read_timeout=60,
-        signature_version=UNSIGNED if unsigned else None,
-    )
-    return session.client("s3", config=config)
+    if isinstance(err, S3Error):
+        return err.code in TRANSIENT_CODES or err.status >= 500 or err.status == 429
+    if isinstance(err, CorruptTransfer):
+        return True
+    # Resets, refused or timed-out connections, bodies cut off mid-read; not a malformed URL.
+    return isinstance(err, urllib3.exceptions.HTTPError) and not isinstance(err, ValueError)
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -117,14 +82,14 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def check_body(answer: dict, data: bytes, where: str) -> None:
+def check_body(headers: dict, data: bytes, where: str) -> None:
     """CorruptTransfer unless `data` has the announced length and, where S3 says, its MD5."""
-    length = answer.get("ContentLength")
-    if length is not None and length != len(data):
+    length = headers.get("content-length")
+    if length is not None and int(length) != len(data):
         raise CorruptTransfer(f"{where}: {len(data)} bytes received of {length}")
-    etag = (answer.get("ETag") or "").strip('"')
-    encrypted = answer.get("ServerSideEncryption", "").startswith("aws:kms") or answer.get(
-        "SSECustomerAlgorithm"
+    etag = (headers.get("etag") or "").strip('"')
+    encrypted = headers.get("x-amz-server-side-encryption", "").startswith("aws:kms") or (
+        headers.get("x-amz-server-side-encryption-customer-algorithm")
     )
     if MD5_ETAG.fullmatch(etag) and not encrypted:
         digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
@@ -133,42 +98,35 @@ def check_body(answer: dict, data: bytes, where: str) -> None:
 
 
 class S3Source:
-    def __init__(self, uri: str, client, retrier: Retrier | None = None) -> None:
+    def __init__(self, uri: str, client: S3Http | None = None, retrier: Retrier | None = None):
         self.bucket, prefix = split_s3_uri(uri)
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        self.client = client
+        self.client = client or S3Http(self.bucket)
         self.retrier = retrier or Retrier(is_transient)
         self.uri = uri
 
     def fetch(self, relative: str, known: dict | None = None) -> Fetched:
         key = self.prefix + relative
         where = f"s3://{self.bucket}/{key}"
+        etag = (known or {}).get("etag")
 
         def get() -> Fetched:
-            request = {"Bucket": self.bucket, "Key": key}
-            if known and known.get("etag"):
-                request["IfNoneMatch"] = known["etag"]
-            try:
-                answer = self.client.get_object(**request)
-            except ClientError as err:
-                if error_code(err) in NOT_MODIFIED_CODES or error_status(err) == 304:
-                    return Fetched(None, known or {})
-                raise
-            data = answer["Body"].read()
-            check_body(answer, data, where)
-            identity = {"etag": answer.get("ETag"), "size": len(data)}
-            if answer.get("VersionId"):
-                identity["version_id"] = answer["VersionId"]
-            return Fetched(data, identity)
+            answer = self.client.get(key, if_none_match=etag)
+            if answer.status == 304:
+                return Fetched(None, known or {})
+            check_body(answer.headers, answer.data, where)
+            identity = {"etag": answer.headers.get("etag"), "size": len(answer.data)}
+            if answer.headers.get("x-amz-version-id"):
+                identity["version_id"] = answer.headers["x-amz-version-id"]
+            return Fetched(answer.data, identity)
 
         try:
             return self.retrier.call(get, where)
-        except ClientError as err:
-            code = error_code(err)
-            if code in NOT_FOUND_CODES:
+        except S3Error as err:
+            if err.code in NOT_FOUND_CODES:
                 raise ObjectMissing(f"no {where}") from err
-            if code in FORBIDDEN_CODES:
-                raise ObjectForbidden(f"{code} on {where}") from err
+            if err.code in FORBIDDEN_CODES:
+                raise ObjectForbidden(f"{err.code} on {where}") from err
             self.retrier.stop(f"reading {where} failed: {describe(err)}")
 
     def read(self, relative: str) -> bytes:
@@ -177,36 +135,45 @@ class S3Source:
         return data
 
     def list_names(self, folder: str) -> Iterator[str]:
-        """File names (not keys) under `folder/`, every page retried like any request."""
+        """File names (not keys) under `folder/`, in key order; ten ranges listed at once."""
         start = f"{self.prefix}{folder}/"
+        bounds = [None, *(start + b for b in LIST_BOUNDS), None]
+        ranges = list(pairwise(bounds))
+        with ThreadPoolExecutor(len(ranges), thread_name_prefix="list") as pool:
+            parts = [pool.submit(self._list_range, start, lo, hi) for lo, hi in ranges]
+            for part in parts:  # in order, so names come sorted as S3 sorts keys
+                yield from (key[len(start) :] for key in part.result())
+
+    def _list_range(self, start: str, lo: str | None, hi: str | None) -> list[str]:
+        """Keys k under `start` with lo < k <= hi (None: unbounded), every page retried."""
         where = f"listing s3://{self.bucket}/{start}"
-        request = {"Bucket": self.bucket, "Prefix": start}
+        keys: list[str] = []
+        token = None
         while True:
             try:
-                page = self.retrier.call(partial(self.client.list_objects_v2, **request), where)
-            except ClientError as err:
+                page, token, truncated = self.retrier.call(
+                    partial(self.client.list_page, start, token, None if token else lo), where
+                )
+            except S3Error as err:
                 self.retrier.stop(f"{where} failed: {describe(err)}")
-            for entry in page.get("Contents", []):
-                yield entry["Key"][len(start) :]
-            if not page.get("IsTruncated"):
-                return
-            token = page.get("NextContinuationToken")
+            for key in page:
+                if hi is not None and key > hi:
+                    return keys
+                keys.append(key)
+            if not truncated:
+                return keys
             if not token:
                 self.retrier.stop(f"{where}: a truncated page without a continuation token")
-            request["ContinuationToken"] = token
 
     def check(self) -> None:
         """Fail early, with the bucket's name, when it cannot be reached at all (403 included)."""
         try:
             self.retrier.call(
-                lambda: self.client.list_objects_v2(
-                    Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1
-                ),
-                f"listing {self.uri}",
+                lambda: self.client.list_page(self.prefix, max_keys=1), f"listing {self.uri}"
             )
-        except ClientError as err:
+        except S3Error as err:
             raise PrepareFailed(
-                f"prepare: cannot read source {self.uri}: {error_code(err)}: {err}"
+                f"prepare: cannot read source {self.uri}: {err.code}: {err.message}"
             ) from err
 
 
@@ -246,7 +213,8 @@ class LocalSource:
 
 def open_source(uri: str, workers: int, retrier: Retrier | None = None):
     if uri.startswith("s3://"):
-        return S3Source(uri, s3_client(workers), retrier)
+        bucket, _ = split_s3_uri(uri)
+        return S3Source(uri, S3Http(bucket, workers), retrier)
     return LocalSource(uri)
 
 
@@ -254,5 +222,5 @@ def read_uri(uri: str, workers: int = 4) -> bytes:
     """The bytes of a local path or an s3:// object (e.g. a file list), S3 retried."""
     if uri.startswith("s3://"):
         bucket, key = split_s3_uri(uri)
-        return S3Source(f"s3://{bucket}", s3_client(workers)).read(key)
+        return S3Source(f"s3://{bucket}", S3Http(bucket, workers)).read(key)
     return Path(uri).read_bytes()

@@ -38,7 +38,7 @@ class Staging:
             target = self.output_dir / folder
             target.mkdir(parents=True, exist_ok=True)
             fresh = {p.name for p in (self.root / folder).iterdir()}
-            for old in target.glob(f"{self.host}-*.npz"):
+            for old in target.glob(f"{self.host}-*.npy"):  # shards' parts
                 if old.name not in fresh:
                     old.unlink()
             for old in target.glob(f"*-{self.host}.*"):

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,6 +245,41 @@ def _split_quantity(rng, quantity: int) -> list[int]:
     return [int(c) for c in np.diff(np.concatenate([[0], cuts, [quantity]]))]
 
 
+# Each image depends only on (seed, index): rendered on every core when there are enough of
+# them to pay for starting the workers, written here in order, so the output is the same.
+PARALLEL_FROM = 200
+_worker_renderer: _Renderer | None = None
+
+
+def _render_one(renderer: _Renderer, seed: int, index: int, quantity: int) -> tuple[bytes, dict]:
+    rng = np.random.default_rng([seed, 2, index])
+    counts = _split_quantity(rng, quantity)
+    jpeg = renderer.render(rng, counts)
+    return jpeg, metadata_for(rng, image_id(index), counts)
+
+
+def _start_worker(seed: int) -> None:
+    global _worker_renderer
+    _worker_renderer = _Renderer(seed)
+
+
+def _render_in_worker(job: tuple[int, int, int]) -> tuple[bytes, dict]:
+    return _render_one(_worker_renderer, *job)
+
+
+def _render_all(renderer: _Renderer, jobs: list[tuple[int, int, int]]):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if len(jobs) < PARALLEL_FROM or (cores or 1) < 2:
+        return (_render_one(renderer, *job) for job in jobs)
+    pool = ProcessPoolExecutor(cores, initializer=_start_worker, initargs=(jobs[0][0],))
+    return _ordered(pool, jobs)
+
+
+def _ordered(pool: ProcessPoolExecutor, jobs: list[tuple[int, int, int]]):
+    with pool:
+        yield from pool.map(_render_in_worker, jobs, chunksize=16)
+
+
 def generate(
     out_dir: str | Path,
     per_class: int,
@@ -264,19 +301,18 @@ def generate(
     if any(c < 0 for c in classes):
         raise ValueError(f"classes must be counts >= 0, got {classes}")
     root = Path(out_dir)
-    renderer = _Renderer(seed)
     plan = [c for _ in range(per_class) for c in classes]
     plan = [plan[i] for i in np.random.default_rng([seed, 1]).permutation(len(plan))]
     data = GeneratedDataset(root=root)
+    renderer = _Renderer(seed)
     bad_kinds = ["corrupt"] * corrupt + ["truncated"] * truncated
     bad_kinds += ["missing_metadata"] * missing_metadata
-    for offset, quantity in enumerate([*plan, *[2] * len(bad_kinds)]):
-        index = start_index + offset
-        ident = image_id(index)
-        rng = np.random.default_rng([seed, 2, index])
-        counts = _split_quantity(rng, quantity)
-        jpeg = renderer.render(rng, counts)
-        meta = metadata_for(rng, ident, counts)
+    quantities = [*plan, *[2] * len(bad_kinds)]
+    jobs = [(seed, start_index + offset, q) for offset, q in enumerate(quantities)]
+    for offset, (quantity, (jpeg, meta)) in enumerate(
+        zip(quantities, _render_all(renderer, jobs), strict=True)
+    ):
+        ident = image_id(start_index + offset)
         kind = bad_kinds[offset - len(plan)] if offset >= len(plan) else "good"
         if kind == "corrupt":  # the header wiped out: no decoder recognises the file
             jpeg = bytes(64) + jpeg[64:]

@@ -1,11 +1,14 @@
-"""Small npz shards in Prepare's format, drawn directly with numpy: 1-5 coloured blocks on a
-noisy background, so counting is learnable in a few CPU seconds."""
+"""Small shards in Prepare's format (processing/shards.py), drawn directly with numpy: 1-5
+coloured blocks on a noisy background, so counting is learnable in a few CPU seconds."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+# The format, as processing/shards.py writes it: <stem>.images.npy, .ids.npy, .labels.npy.
+IMAGES, IDS, LABELS = ".images.npy", ".ids.npy", ".labels.npy"
 
 
 def draw_bins(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,16 +30,42 @@ def draw_bins(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def write_shard(stem: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> Path:
+    """One shard at `stem` (labels last, as Prepare writes it); returns `stem`."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    np.save(shard_part(stem, IMAGES), np.ascontiguousarray(images))
+    np.save(shard_part(stem, IDS), np.asarray(ids, dtype=str))
+    np.save(shard_part(stem, LABELS), np.asarray(labels))
+    return stem
+
+
+def shard_part(stem: Path, suffix: str) -> Path:
+    return stem.with_name(stem.name + suffix)
+
+
+def shard_stems(folder: Path) -> list[Path]:
+    return sorted(folder / p.name[: -len(LABELS)] for p in folder.glob(f"*{LABELS}"))
+
+
+def read_split(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(images, labels, ids) of every shard in `folder`, concatenated in name order."""
+    stems = shard_stems(folder)
+    if not stems:
+        return np.empty((0, 0, 0, 3), np.uint8), np.empty(0, np.int64), np.empty(0, str)
+    parts = [[np.load(shard_part(s, sfx)) for s in stems] for sfx in (IMAGES, LABELS, IDS)]
+    return tuple(np.concatenate(p) for p in parts)
+
+
 def write_shards(
     folder: Path, n: int, size: int = 32, seed: int = 0, shard_size: int = 64, host: str = "algo-1"
 ) -> Path:
-    """`n` images as `<host>-<nnnnn>.npz` shards of at most `shard_size` in `folder`."""
+    """`n` images as `<host>-<nnnnn>` shards of at most `shard_size` in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     images, labels = draw_bins(n, size, seed)
     ids = np.asarray([f"{seed:03d}{i:05d}" for i in range(n)])
     for k, start in enumerate(range(0, n, shard_size)):
         sl = slice(start, start + shard_size)
-        np.savez(folder / f"{host}-{k:05d}.npz", images=images[sl], labels=labels[sl], ids=ids[sl])
+        write_shard(folder / f"{host}-{k:05d}", images[sl], labels[sl], ids[sl])
     return folder
 
 

@@ -1,5 +1,7 @@
 """Writes SM_MODEL_DIR in the layout SageMaker's PyTorch inference container serves:
-model.pt, model.json, code/inference.py and the modules it imports, code/requirements.txt.
+model.pt, model.json, code/inference.py and the modules it imports, code/requirements.txt
+(from serving_requirements.txt: a requirements.txt in training/ would be pip-installed by the
+training toolkit on every Train).
 
 Nothing is written for weights that are not finite, or whose outputs on a probe batch (the
 validation images, when the trainer has them) are not: a diverged model is never exported."""
@@ -20,14 +22,22 @@ from image_transforms import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from model import COUNTS, NUM_CLASSES, build_model
 
 HERE = Path(__file__).resolve().parent
-# inference.py and everything it imports from this folder; nothing else is served.
+# code/<name> in the model dir: inference.py and everything it imports from this folder, and
+# the serving requirements; nothing else is served.
 SERVING_FILES = (
     "inference.py",
     "model.py",
     "image_transforms.py",
     "serving_errors.py",
+    "serving_runtime.py",
+    "omp_policy.py",
+    # model.py imports it only to load ImageNet weights in training; shipped so that every
+    # import model.py can reach resolves inside code/ too.
+    "weights.py",
     "requirements.txt",
 )
+# Where a served file comes from in training/ when its name there differs.
+SERVING_SOURCES = {"requirements.txt": "serving_requirements.txt"}
 PROBE_IMAGES = 16  # enough to meet an overflow; a CPU forward of them takes about a second
 
 
@@ -120,5 +130,10 @@ def export_model_dir(
     code = model_dir / "code"
     code.mkdir(exist_ok=True)
     for name in SERVING_FILES:
-        write_atomic(code / name, (HERE / name).read_bytes())
+        write_atomic(code / name, serving_source(name).read_bytes())
     return meta
+
+
+def serving_source(name: str) -> Path:
+    """The file in training/ that becomes code/`name`."""
+    return HERE / SERVING_SOURCES.get(name, name)

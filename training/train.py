@@ -27,24 +27,24 @@ from typing import Any
 import checkpointing
 import cpu_allocator
 import distributed
-import memory_fit
 import numpy as np
 import precision
 import torch
 from augment import augment_batch
-from curves import write_curves
-from data import DataError, batches, epoch_indices, load_split, require_images
+from curves import curves_title, execution_of, write_curves
+from data import Batches, DataError, ShardedImages, epoch_indices, require_images
 from divergence import TrainingDiverged, nonfinite_names, remedy
 from image_transforms import to_model_input
 from losses import OrdinalCountLoss, class_weights
 from model import ARCHS, NUM_CLASSES, build_model
 from model_export import NotExportable, export_model_dir
 from torch import nn
+from weights import WeightsError, pretrained_argument
 
 METRIC_LINE = (
     "epoch={epoch} train_loss={train_loss:.4f} train_acc={train_acc:.4f} "
     "val_loss={val_loss:.4f} val_acc={val_acc:.4f} val_mae={val_mae:.4f} "
-    "lr={lr:.6f} images_per_s={images_per_s:.1f}"
+    "lr={lr:.6f} images_per_s={images_per_s:.1f} data_wait_s={data_wait_s:.2f}"
 )
 # The pixel sizes the networks are built for: below 32 px a ResNet's 32x downsampling has
 # nothing left, above 512 px a batch no longer fits the training GPUs (pipeline ImageSize).
@@ -55,6 +55,10 @@ IMAGE_SIZE_RANGE = (32, 512)
 # 0.98/sqrt(n)); fewer and the choice is noise.
 MIN_TRAIN_IMAGES = 250
 MIN_VALIDATION_IMAGES = 100
+# Steps between NaN/inf checks of the loss: each check waits for the GPU and, with several
+# ranks, is a collective; a diverged step is caught within this many, and nothing is
+# exported from a diverged run either way (the weights are checked every epoch).
+CHECK_EVERY = 50
 
 
 def str2bool(value: str | bool) -> bool:
@@ -84,7 +88,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="pixels the model sees; 0 = the shards' own size",
     )
-    p.add_argument("--pretrained", type=str2bool, default=True)
+    p.add_argument(
+        "--pretrained",
+        type=pretrained_argument,
+        default="imagenet",
+        help="imagenet (the weights channel's file; smallcnn has none) or none (from scratch)",
+    )
+    p.add_argument(
+        "--weights",
+        default=env("SM_CHANNEL_WEIGHTS"),
+        help="the weights channel: ImageNet weight files as published (training/weights.py)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--patience",
@@ -110,6 +124,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--num_threads", type=int, default=0, help="CPU threads; 0 = all cores")
     p.add_argument(
+        "--data_workers",
+        type=int,
+        default=2,
+        help="threads reading batches ahead from the shards (pread releases the GIL)",
+    )
+    p.add_argument(
         "--max_epochs_this_run",
         type=int,
         default=0,
@@ -124,7 +144,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args, unknown = p.parse_known_args(argv)
     if unknown:
         print(f"ignoring unknown arguments: {' '.join(unknown)}")
-    for name in ("epochs", "batch_size", "min_train_images", "min_validation_images"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "min_train_images",
+        "min_validation_images",
+        "data_workers",
+    ):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if not (math.isfinite(args.learning_rate) and args.learning_rate > 0):
@@ -180,19 +206,21 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.01)
 class Trainer:
     def __init__(self, args: argparse.Namespace, ctx: distributed.DistContext):
         self.args, self.ctx, self.device = args, ctx, ctx.device
-        self.train_data = load_split(args.train).to(self.device)
-        self.val_data = load_split(args.validation).to(self.device)
+        self.train_data = ShardedImages(args.train)
+        self.val_data = ShardedImages(args.validation)
         self.image_size = args.image_size or self.train_data.image_size
         self.amp_dtype = precision.autocast_dtype(self.device)
         self.channels_last = True  # faster convolutions on GPUs and on CPUs alike
 
         seed_everything(args.seed)
-        # Rank 0 downloads pretrained weights first; the others then read its cached copy.
-        if not ctx.is_main:
-            distributed.barrier(ctx)
-        self.model = build_model(args.arch, args.pretrained, NUM_CLASSES)
-        if ctx.is_main:
-            distributed.barrier(ctx)
+        # Every rank reads the weights channel itself (nothing is downloaded, so none waits
+        # for another); a missing or damaged file fails every rank alike, with exit code 2.
+        try:
+            self.model = build_model(
+                args.arch, args.pretrained, NUM_CLASSES, args.weights, verbose=ctx.is_main
+            )
+        except WeightsError as exc:
+            raise DataError(str(exc)) from exc
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -208,6 +236,8 @@ class Trainer:
                 {"params": no_decay, "weight_decay": 0.0},
             ],
             lr=args.learning_rate,
+            # One fused kernel for every parameter on a GPU, not a few per tensor.
+            fused=self.device.type == "cuda",
         )
         per_rank = len(epoch_indices(len(self.train_data), 0, args.seed, ctx.rank, ctx.world_size))
         self.steps_per_epoch = max(1, math.ceil(per_rank / args.batch_size))
@@ -254,9 +284,12 @@ class Trainer:
         self.net.train()
         gen = torch.Generator().manual_seed(args.seed * 7919 + epoch)
         order = epoch_indices(len(self.train_data), epoch, args.seed, ctx.rank, ctx.world_size)
-        stats = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
+        # Sums stay on the device: reading them back each step would make the CPU wait for
+        # the GPU every step. The loss is checked for NaN/inf every CHECK_EVERY steps instead.
+        stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, n
+        first_bad = torch.zeros((), dtype=torch.int64, device=self.device)  # 0: none yet
         started = time.perf_counter()
-        steps = batches(self.train_data, order, args.batch_size, self.device)
+        steps = Batches(self.train_data, order, args.batch_size, self.device, args.data_workers)
         for step, (images, labels) in enumerate(steps, start=1):
             if len(labels) < 2:  # BatchNorm cannot train on a batch of one
                 continue
@@ -270,52 +303,56 @@ class Trainer:
             self.scaler.step(self.optimizer)  # skipped when fp16 gradients overflowed
             self.scaler.update()
             self.scheduler.step()
-            n = len(labels)
-            loss_value = loss.item()
-            # Decided together: a rank that raised alone would leave the others waiting.
-            if distributed.any_rank(not math.isfinite(loss_value), ctx):
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch}, step {step}: the loss is not finite "
-                    f"(rank {ctx.rank}: {loss_value}); "
-                    f"nothing was exported: {remedy(args.learning_rate)}"
-                )
-            stats += torch.tensor(
-                [loss_value * n, (logits.argmax(1) == labels).sum().item(), n],
-                dtype=torch.float64,
-            )
+            loss = loss.detach().double()
+            # The first step whose loss was NaN/inf, recorded without waiting for the GPU.
+            first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
+            # In-place adds of device values and Python numbers: no copy, no wait.
+            stats[0] += loss * len(labels)
+            stats[1] += (logits.argmax(1) == labels).sum()
+            stats[2] += len(labels)
+            if step % CHECK_EVERY == 0 or step == len(steps):
+                self._stop_if_diverged(first_bad, epoch)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - started
-        stats = distributed.all_reduce_sum(stats.to(self.device), ctx).cpu()
+        stats = distributed.all_reduce_sum(stats, ctx).cpu()
         images = max(1.0, stats[2].item())
         return {
             "train_loss": stats[0].item() / images,
             "train_acc": stats[1].item() / images,
             "images_per_s": stats[2].item() / max(seconds, 1e-9),
+            "data_wait_s": steps.waited,
         }
+
+    def _stop_if_diverged(self, first_bad: torch.Tensor, epoch: int) -> None:
+        step = int(first_bad.item())
+        # Decided together: a rank that raised alone would leave the others waiting.
+        if distributed.any_rank(step > 0, self.ctx):
+            where = f"step {step}" if step else "a step on another rank"
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}, {where}: the loss is not finite; "
+                f"nothing was exported: {remedy(self.args.learning_rate)}"
+            )
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         ctx = self.ctx
         self.model.eval()  # the bare module: no DDP hooks, ranks may run different step counts
         order = torch.arange(len(self.val_data))[ctx.rank :: ctx.world_size]
-        stats = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, abs error, images
-        for images, labels in batches(self.val_data, order, self.args.batch_size * 2, self.device):
+        stats = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, hit, |err|, n
+        batches = Batches(
+            self.val_data, order, self.args.batch_size * 2, self.device, self.args.data_workers
+        )
+        for images, labels in batches:
             with self._autocast():
                 logits = self.model(self._inputs(images, None))
             loss = self.criterion(logits.float(), labels)
             pred = logits.argmax(1)
-            n = len(labels)
-            stats += torch.tensor(
-                [
-                    loss.item() * n,
-                    (pred == labels).sum().item(),
-                    (pred - labels).abs().sum().item(),
-                    n,
-                ],
-                dtype=torch.float64,
-            )
-        stats = distributed.all_reduce_sum(stats.to(self.device), ctx).cpu()
+            stats[0] += loss.double() * len(labels)
+            stats[1] += (pred == labels).sum()
+            stats[2] += (pred - labels).abs().sum()
+            stats[3] += len(labels)
+        stats = distributed.all_reduce_sum(stats, ctx).cpu()
         images = max(1.0, stats[3].item())
         return {
             "val_loss": stats[0].item() / images,
@@ -464,10 +501,15 @@ class Trainer:
             extra={
                 "best_epoch": best["epoch"] if best else None,
                 "val_acc": best["val_acc"] if best else None,
+                # What training started from: `none`, or the ImageNet file and its sha256.
+                "pretrained_weights": getattr(self.model, "pretrained_weights", None),
             },
-            probe=self.val_data.images,  # the validation images must get finite answers
+            probe=self.val_data.head(256),  # validation images must get finite answers
         )
-        write_curves(self.history, Path(self.args.output_data_dir))
+        # Into the model archive too: Evaluate publishes them beside its evaluation.
+        title = curves_title(meta["version"], execution_of(meta["version"]))
+        for folder in (self.args.output_data_dir, self.args.model_dir):
+            write_curves(self.history, Path(folder), title, best["epoch"] if best else None)
         print(f"model: {self.args.arch} version {meta['version']} written to {self.args.model_dir}")
 
 
@@ -488,18 +530,6 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    # Likewise a split that cannot fit fails now, not at the OOM killer's hands minutes in.
-    # torchrun starts LOCAL_WORLD_SIZE ranks per host.
-    try:
-        memory_fit.check_fits(
-            args.train,
-            args.validation,
-            ranks_per_host=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
-            available=memory_fit.available_bytes(),
-        )
-    except memory_fit.InsufficientMemory as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     ctx = distributed.setup()
     if ctx.device.type == "cpu":
         cpu_allocator.keep_freed_memory()
@@ -510,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(
             args.num_threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         )
-    elif int(os.environ.get("SM_NUM_GPUS", "1")) > 1 and not ctx.distributed:
+    else:
+        # Fixed input sizes: let cuDNN time its algorithms once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
+    gpus = int(os.environ.get("SM_NUM_GPUS", "1"))
+    if ctx.device.type == "cuda" and gpus > 1 and not ctx.distributed:
         print(
             f"note: {os.environ['SM_NUM_GPUS']} GPUs but no torchrun launch; using one. "
             "Enable distribution={'torch_distributed': {'enabled': True}} to use them all."

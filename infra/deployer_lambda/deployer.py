@@ -33,8 +33,9 @@ from botocore.exceptions import ClientError
 # Lambda loads this file top-level (handler "deployer.handler"), beside its sibling modules;
 # everyone else imports it as infra.deployer_lambda.deployer.
 if __package__:
-    from . import notify, smoke
+    from . import monitoring, notify, smoke
 else:
+    import monitoring
     import notify
     import smoke
 
@@ -138,6 +139,9 @@ class Config:
     topic_arn: str = ""
     smoke_test: bool = False
     smoke_p50_ms: int = 2000
+    # The Model Monitor schedule kept on the live version's baseline (monitoring.py); None:
+    # the stage is not monitored (serverless, or the local runner).
+    monitoring: monitoring.Settings | None = None
 
     @property
     def serverless(self) -> bool:
@@ -245,6 +249,7 @@ class Config:
             topic_arn=env.get("TOPIC_ARN", ""),
             smoke_test=env.get("SMOKE_TEST", "false").lower() == "true",
             smoke_p50_ms=number("SMOKE_P50_MS", 2000),
+            monitoring=monitoring.Settings.from_env(env),
         )
 
 
@@ -319,7 +324,7 @@ def handle(event: Mapping[str, Any], clients: Clients, config: Config) -> dict:
     if "model_package_arn" in event:
         return _log(on_deploy_step(event, clients, config))
     raise ValueError(
-        "unsupported event: expected {'model_package_arn', 'endpoint_name'}, an EventBridge "
+        "unsupported event: expected {'model_package_arn'}, an EventBridge "
         f"{PACKAGE_STATE_CHANGE!r}, {ENDPOINT_STATE_CHANGE!r} or {SCHEDULED_EVENT!r}, or a "
         f"CloudFormation custom resource request; got keys {sorted(map(str, event))}"
     )
@@ -329,13 +334,14 @@ def on_deploy_step(event: Mapping[str, Any], clients: Clients, config: Config) -
     """The pipeline's Deploy step: its package, if Approved, is what the registry now wants
     (or an even newer one is); start moving the endpoint and return within `wait_seconds`."""
     arn = _text(event, "model_package_arn", "Deploy step event")
+    # The Deploy step names no endpoint: this stage's is the one. An event that names one
+    # (a definition from before the EndpointName parameter went) must name this one.
     endpoint = event.get("endpoint_name") or config.endpoint_name
     if endpoint != config.endpoint_name:
         # Its permissions, alarms and autoscaling cover that one endpoint: refuse before
         # anything is called rather than fail half-way with AccessDenied.
         raise DeployError(
-            f"this deployer manages endpoint {config.endpoint_name!r} only, not {endpoint!r}; "
-            f"set the pipeline's EndpointName parameter to {config.endpoint_name!r}"
+            f"this deployer manages endpoint {config.endpoint_name!r} only, not {endpoint!r}"
         )
     package = clients.sagemaker.describe_model_package(ModelPackageName=arn)
     _check_group(package, config)
@@ -600,7 +606,31 @@ def _settled(
         config,
     )
     outcome = _smoke_test(package, clients, config)
-    return {"smoke_test": outcome} if outcome else {}
+    monitored = _ensure_monitoring(package, clients, config)
+    return {
+        **({"smoke_test": outcome} if outcome else {}),
+        **({"monitoring_schedule": monitored} if monitored else {}),
+    }
+
+
+def _ensure_monitoring(package: Mapping[str, Any], clients: Clients, config: Config) -> str:
+    """The endpoint serves `package`: its monitoring schedule follows the version's baseline."""
+    if config.monitoring is None or config.serverless:
+        return ""
+    return (
+        monitoring.ensure_schedule(
+            package,
+            clients.sagemaker,
+            config.monitoring,
+            endpoint=config.endpoint_name,
+            kms_key_arn=config.kms_key_arn,
+            subnets=config.subnets,
+            security_group_ids=config.security_group_ids,
+            # Not the package tag: the schedule outlives the version it was created for.
+            tags=[{"Key": key, "Value": value} for key, value in sorted(config.tags.items())],
+        )
+        or ""
+    )
 
 
 def _instance_based(endpoint_config_name: str, clients: Clients) -> bool:
@@ -1086,6 +1116,16 @@ def teardown(clients: Clients, config: Config) -> dict:
         if error.response.get("Error", {}).get("Code") != "ObjectNotFoundException":
             raise
         summary["scalable_target_deregistered"] = False
+    if config.monitoring is not None:
+        # SageMaker refuses to delete an endpoint that a monitoring schedule still names.
+        summary["monitoring_schedule_deleted"] = monitoring.delete_schedule(
+            sm,
+            endpoint,
+            sleep=clients.sleep,
+            clock=clients.clock,
+            timeout_seconds=config.teardown_seconds,
+            poll_seconds=float(config.poll_seconds),
+        )
     summary["endpoint_deleted"] = _delete_endpoint(clients, config)
     # Only once the endpoint is gone: a config in use must not be deleted (UpdateEndpoint doc).
     prefix = endpoint[:42].rstrip("-")

@@ -21,9 +21,23 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from pipeline.cli import CliError, run_command
-from pipeline.local.endpoints import EndpointError
+from pipeline.cli_support import (
+    CliError,
+    CommandFailed,
+    add_env_options,
+    aws_client,
+    run_command,
+)
+from pipeline.local.endpoints import EndpointError, EndpointStopped
+from pipeline.local.listings import (
+    all_endpoints,
+    all_packages,
+    format_execution,
+    live_arns,
+    readable_answer,
+)
 from pipeline.parameters import split_pair
+from pipeline.progress import lambda_outcome
 
 EVENT_DETAIL_TYPE = "SageMaker Model Package State Change"
 
@@ -41,7 +55,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="override a pipeline parameter (repeatable), e.g. --param Epochs=3",
     )
     run.add_argument("--no-cache", action="store_true", help="ignore cached step results")
-    run.add_argument("--logs", action="store_true", help="stream the jobs' logs")
+    run.add_argument(
+        "--logs",
+        action="store_true",
+        help="stream the jobs' whole logs (toolkit included) instead of one line per epoch",
+    )
     run.add_argument(
         "--definition", type=Path, help="run this definition JSON instead of building one"
     )
@@ -50,6 +68,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     executions = subparsers.add_parser("executions", help="local executions")
     ex_sub = executions.add_subparsers(dest="action", required=True)
     ex_list = ex_sub.add_parser("list", help="list executions, newest first")
+    ex_list.add_argument("--json", action="store_true", help="the records as a JSON list")
     ex_list.set_defaults(func=cmd_executions_list)
     ex_show = ex_sub.add_parser("show", help="show one execution (default: the newest)")
     ex_show.add_argument("execution_id", nargs="?")
@@ -62,6 +81,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     m_sub = models.add_subparsers(dest="action", required=True)
     m_list = m_sub.add_parser("list", help="versions of every stage's group (or of --stage)")
     _registry_args(m_list)
+    m_list.add_argument("--json", action="store_true", help="the versions as a JSON list")
     m_list.set_defaults(func=cmd_models_list)
     m_promote = m_sub.add_parser(
         "promote",
@@ -87,7 +107,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e_sub = endpoints.add_subparsers(dest="action", required=True)
     e_list = e_sub.add_parser("list", help="list endpoints")
     e_list.add_argument("--aws", action="store_true", help="list the AWS account's endpoints")
-    e_list.add_argument("--env", help="with --aws: the cdk.json environment whose stages to show")
+    add_env_options(e_list)
+    e_list.add_argument("--json", action="store_true", help="the endpoints as a JSON list")
     e_list.set_defaults(func=cmd_endpoints_list)
     e_invoke = e_sub.add_parser("invoke", help="send an image to an endpoint")
     e_invoke.add_argument("name")
@@ -95,7 +116,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     e_invoke.add_argument("--content-type", help="default: from the file name (image/jpeg, ...)")
     e_invoke.add_argument("--accept", default="application/json")
     e_invoke.add_argument("--aws", action="store_true", help="invoke the AWS endpoint")
+    add_env_options(e_invoke)
+    e_invoke.add_argument(
+        "--json", action="store_true", help="print the endpoint's answer as it came (JSON)"
+    )
     e_invoke.set_defaults(func=cmd_endpoints_invoke)
+    e_start = e_sub.add_parser("start", help="start a stopped local endpoint's server")
+    e_start.add_argument("name")
+    e_start.set_defaults(func=cmd_endpoints_start)
     e_stop = e_sub.add_parser("stop", help="stop local endpoint servers")
     e_stop.add_argument("name", nargs="?")
     e_stop.add_argument("--all", action="store_true", help="stop every local endpoint")
@@ -116,6 +144,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     add_arguments(quick)
     quick.set_defaults(func=cmd_quickstart)
+
+    from pipeline.local.monitoring import add_monitor_command
+
+    add_monitor_command(subparsers)
+
+    from pipeline.local.report import add_report_command
+
+    add_report_command(subparsers)
 
 
 def quiet_on_closed_pipe(func):
@@ -145,9 +181,7 @@ def _registry_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--group", help="a model package group by name, instead of --stage")
     p.add_argument("--aws", action="store_true", help="use the AWS account's registry (boto3)")
-    p.add_argument(
-        "--env", help="with --aws: the cdk.json environment (default: bincount:environment)"
-    )
+    add_env_options(p)
 
 
 @dataclass(frozen=True)
@@ -220,9 +254,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     ws = _workspace()
     if args.definition and not args.definition.is_file():
         raise CliError(f"no such definition file: {args.definition}")
+    if "SourceUri" in params:  # at once: an unreachable source is one line, before any work
+        check_source(params["SourceUri"])
     definition = args.definition.read_text() if args.definition else ws.definition()
+    params = with_local_source(ws, params, declared_names(definition))
     try:
-        record = ws.runner(stream_logs=args.logs).run(
+        # Flushed line by line: progress must show when stdout is a pipe or a file too.
+        record = ws.runner(echo=lambda line: print(line, flush=True), stream_logs=args.logs).run(
             definition, params, use_cache=not args.no_cache
         )
     except ExecutionFailed as failed:
@@ -238,35 +276,93 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_execution(record: dict) -> str:
-    lines = [
-        f"execution {record['PipelineExecutionId']}: {record['PipelineExecutionStatus']}"
-        + (f" in {record['Seconds']:.1f} s" if "Seconds" in record else ""),
-        f"  started {record['StartTime']}",
-    ]
-    for step in record.get("Steps", []):
-        extra = ""
-        if step.get("Cached"):
-            extra = f" (cached from {step['CacheHitResult']['SourcePipelineExecutionId']})"
-        if step.get("Outcome"):
-            extra = f" -> {step['Outcome']} ({'; '.join(step.get('Conditions', []))})"
-        if step.get("Reason"):
-            extra = f" ({step['Reason']})"
-        seconds = f"{step['Seconds']:7.1f} s" if "Seconds" in step else " " * 9
-        lines.append(
-            f"  {step['StepName']:<20} {step['StepType']:<14} {step['StepStatus']:<12} "
-            f"{seconds}{extra}"
-        )
-    if record.get("FailureReason"):
-        lines.append(f"  failure: {record['FailureReason']}")
-    return "\n".join(lines)
+# The generated dataset a local run reads unless SourceUri says otherwise: the quickstart's
+# (same folder, so it is generated once for both).
+GENERATED_PER_CLASS = 500
+GENERATED_SEED = 0
+# With it, the quickstart's CPU-sized values (its defaults): the definition's 224 px and
+# learning rate are sized for ResNet-34 on the real photos on a GPU.
+GENERATED_DEFAULTS = {"ImageSize": "64", "LearningRate": "0.003"}
+
+
+def declared_names(definition: str) -> set[str]:
+    """The parameter names a definition JSON declares (none when it is not one: the runner
+    says what is wrong with it)."""
+    try:
+        return {p["Name"] for p in json.loads(definition).get("Parameters", [])}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return set()
+
+
+def with_local_source(ws: Any, params: dict[str, str], declared: set[str]) -> dict[str, str]:
+    """A local run reads the generated dataset unless SourceUri is given (the definition's
+    default, s3://aft-vbi-pds, needs the internet; cmd_run checks a given one first). A
+    definition without SourceUri (another pipeline's) runs with exactly the parameters given."""
+    if "SourceUri" in params or "SourceUri" not in declared:
+        return params
+    from pipeline.local.quickstart import ensure_dataset
+
+    dataset = ensure_dataset(ws.home, GENERATED_PER_CLASS, GENERATED_SEED)
+    print(
+        f"source: the generated dataset {dataset}, at the quickstart's CPU-sized "
+        f"{', '.join(f'{k}={v}' for k, v in GENERATED_DEFAULTS.items() if k not in params)} "
+        "(--param SourceUri=DIR|s3://... for another)",
+        flush=True,
+    )
+    generated = {
+        "SourceUri": str(dataset),
+        "FileListUri": str(dataset / "file_list.json"),
+        "PerClassCap": "0",
+        **GENERATED_DEFAULTS,
+    }
+    return {**{k: v for k, v in generated.items() if k in declared}, **params}
+
+
+def check_source(uri: str) -> None:
+    """CliError for a local folder that is not there; CommandFailed for an S3 source this
+    machine cannot list (offline, no such bucket, access denied), in seconds, not retried."""
+    if not uri.startswith("s3://"):
+        folder = Path(uri.removeprefix("file://")).expanduser()
+        if not folder.is_dir():
+            raise CliError(f"SourceUri {uri}: no such folder")
+        return
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    signed = boto3.Session().get_credentials() is not None
+    config = Config(
+        connect_timeout=3,
+        read_timeout=10,
+        retries={"max_attempts": 1, "mode": "standard"},
+        **({} if signed else {"signature_version": UNSIGNED}),
+    )
+    try:
+        # The dataset's bucket is in us-east-1; S3 redirects a client in another region.
+        s3 = boto3.client("s3", region_name="us-east-1", config=config)
+        s3.list_objects_v2(Bucket=bucket, Prefix=prefix.strip("/"), MaxKeys=1)
+    except (BotoCoreError, ClientError) as error:
+        raise CommandFailed(
+            f"SourceUri {uri} is unreachable from here ({error}); leave SourceUri out to run "
+            "on the generated dataset, or pass --param SourceUri=DIR (a local copy)"
+        ) from error
 
 
 @quiet_on_closed_pipe
 def cmd_executions_list(args: argparse.Namespace) -> int:
     records = _workspace().runner().executions()
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
     if not records:
         print("no executions yet (python -m pipeline run)")
+        return 0
+    print(
+        f"{'EXECUTION':<{len(records[0]['PipelineExecutionId'])}}  {'STATUS':<10} "
+        f"{'SECONDS':>10}  STARTED"
+    )
     for r in records:
         seconds = f"{r['Seconds']:8.1f} s" if "Seconds" in r else " " * 10
         print(
@@ -297,43 +393,42 @@ def cmd_executions_show(args: argparse.Namespace) -> int:
 # -- models -------------------------------------------------------------------------------------
 
 
-def _sagemaker(aws: bool):
+def _sagemaker(aws: bool, args: argparse.Namespace | None = None):
     if aws:
-        import boto3
-
-        return boto3.client("sagemaker")
+        return aws_client("sagemaker", args or argparse.Namespace())
     return _workspace().sagemaker
-
-
-def _all_packages(sm: Any, group: str) -> list[dict]:
-    packages, token = [], None
-    while True:
-        kwargs = {
-            "ModelPackageGroupName": group,
-            "SortBy": "CreationTime",
-            "SortOrder": "Ascending",
-        }
-        if token:
-            kwargs["NextToken"] = token
-        page = sm.list_model_packages(**kwargs)
-        packages += page.get("ModelPackageSummaryList", [])
-        token = page.get("NextToken")
-        if not token:
-            return packages
 
 
 @quiet_on_closed_pipe
 def cmd_models_list(args: argparse.Namespace) -> int:
-    sm = _sagemaker(args.aws)
-    live = _live_arns(sm)
-    for stage in _selected_stages(args):
-        packages = _all_packages(sm, stage.group)
+    sm = _sagemaker(args.aws, args)
+    live = live_arns(sm)
+    selected = _selected_stages(args)
+    if args.json:
+        rows = [
+            {
+                "Stage": stage.name,
+                "ModelPackageGroupName": stage.group,
+                "ModelPackageVersion": p["ModelPackageVersion"],
+                "ModelApprovalStatus": p["ModelApprovalStatus"],
+                "CreationTime": f"{p['CreationTime']:%Y-%m-%dT%H:%M:%S%z}",
+                "ModelPackageArn": p["ModelPackageArn"],
+                "LiveOn": live.get(p["ModelPackageArn"], []),
+            }
+            for stage in selected
+            for p in all_packages(sm, stage.group)
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    for stage in selected:
+        packages = all_packages(sm, stage.group)
         title = f"stage {stage.name}: " if stage.name else ""
         if not packages:
             print(f"{title}no versions in model package group {stage.group!r}")
             continue
         if stage.name:
             print(f"{title}model package group {stage.group}")
+        print(f"{'VER':<5} {'STATUS':<22} {'CREATED':<19}  ARN")
         for p in packages:
             where = (
                 f"  live on {', '.join(live[p['ModelPackageArn']])}"
@@ -355,7 +450,9 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
     try:
         result = _workspace().promote(args.version, from_stage=stage.name or None)
-    except (PromotionError, ValueError) as error:
+    except PromotionError as error:
+        raise CommandFailed(str(error)) from error
+    except ValueError as error:
         raise CliError(str(error)) from error
     print(
         f"{result['source_model_package_arn']} -> {result['model_package_arn']}: "
@@ -367,62 +464,30 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
 
 def _promote_on_aws(args: argparse.Namespace, stage: StageRef) -> int:
     """Invoke the stack's promoter Lambda for `stage` (named in the stack's outputs)."""
-    import boto3
-
     config = _aws_environment(args)
     names = [s.name for s in config.stages]
     if stage.name not in names or names.index(stage.name) + 1 >= len(names):
         raise CliError(f"stage {stage.name!r} of {config.name} has no next stage to promote to")
     target = config.stages[names.index(stage.name) + 1]
     output = "PromoteTo" + "".join(part.title() for part in target.name.split("-"))
-    stack = boto3.client("cloudformation").describe_stacks(StackName=config.stack_name)
+    stack = aws_client("cloudformation", args).describe_stacks(StackName=config.stack_name)
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Stacks"][0].get("Outputs", [])}
     function = outputs.get(f"{output}FunctionName")
     if not function:
-        raise CliError(f"stack {config.stack_name} has no output {output}FunctionName")
+        raise CommandFailed(f"stack {config.stack_name} has no output {output}FunctionName")
     event = (
         {"model_package_arn": args.version}
         if args.version.startswith("arn:")
         else {"version": int(args.version.lstrip("vV"))}
     )
-    answer = boto3.client("lambda").invoke(
+    answer = aws_client("lambda", args).invoke(
         FunctionName=function, Payload=json.dumps(event).encode()
     )
     payload = json.loads(answer["Payload"].read() or b"{}")
     if answer.get("FunctionError"):
-        raise CliError(f"promotion refused: {payload.get('errorMessage', payload)}")
+        raise CommandFailed(f"promotion refused: {payload.get('errorMessage', payload)}")
     print(json.dumps(payload, sort_keys=True))
     return 0
-
-
-def _live_arns(sm: Any) -> dict[str, list[str]]:
-    """Model package ARN -> endpoints serving it (from the deployer's tag on the config)."""
-    from infra.deployer_lambda.deployer import PACKAGE_TAG
-
-    live: dict[str, list[str]] = {}
-    for e in _all_endpoints(sm):
-        try:
-            # An endpoint deleted or half-made meanwhile serves nothing: skip just that one.
-            described = sm.describe_endpoint(EndpointName=e["EndpointName"])
-            config = sm.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
-            tags = sm.list_tags(ResourceArn=config["EndpointConfigArn"]).get("Tags", [])
-        except ClientError:
-            continue
-        for tag in tags:
-            if tag["Key"] == PACKAGE_TAG:
-                live.setdefault(tag["Value"], []).append(e["EndpointName"])
-    return live
-
-
-def _all_endpoints(sm: Any) -> list[dict]:
-    """Every page of ListEndpoints (boto3's client and the local stand-in alike)."""
-    endpoints, token = [], None
-    while True:
-        page = sm.list_endpoints(**({"NextToken": token} if token else {}))
-        endpoints += page.get("Endpoints", [])
-        token = page.get("NextToken")
-        if not token:
-            return endpoints
 
 
 def resolve_package_arn(sm: Any, group: str, version: str) -> str:
@@ -430,11 +495,11 @@ def resolve_package_arn(sm: Any, group: str, version: str) -> str:
         return version
     number = version.lstrip("vV")
     if not number.isdigit():
-        raise SystemExit(f"expected a version number or a model package ARN, got {version!r}")
-    for p in _all_packages(sm, group):
+        raise CliError(f"expected a version number or a model package ARN, got {version!r}")
+    for p in all_packages(sm, group):
         if p["ModelPackageVersion"] == int(number):
             return p["ModelPackageArn"]
-    raise SystemExit(f"model package group {group!r} has no version {number}")
+    raise CliError(f"model package group {group!r} has no version {number}")
 
 
 def state_change_event(package: dict, region: str, account: str) -> dict:
@@ -486,7 +551,7 @@ def set_approval(
 
 def cmd_models_set_status(args: argparse.Namespace) -> int:
     if args.aws:
-        sm = _sagemaker(True)
+        sm = _sagemaker(True, args)
         (stage,) = _selected_stages(args)
         arn = resolve_package_arn(sm, stage.group, args.version)
         request = {"ModelPackageArn": arn, "ModelApprovalStatus": args.status}
@@ -505,13 +570,14 @@ def cmd_models_set_status(args: argparse.Namespace) -> int:
         result = set_approval(ws, arn, args.status, args.description, endpoint)
     except DeployError as error:
         endpoint = endpoint or ws.deployer_config().endpoint_name
-        raise CliError(
+        raise CommandFailed(
             f"{arn}: {args.status}, but the deployer refused: {error}\nlocally: python -m "
             f"pipeline endpoints delete {endpoint}, then approve again (the deployer creates "
             "the endpoint anew)"
         ) from error
     print(f"{arn}: {args.status}")
-    print(f"deployer: {json.dumps(result, sort_keys=True)}")
+    # What it did first, then its whole answer (the endpoint, versions, follow-up passes).
+    print(f"deployer{lambda_outcome(result)}  {json.dumps(result, sort_keys=True)}")
     return 0
 
 
@@ -520,25 +586,46 @@ def cmd_models_set_status(args: argparse.Namespace) -> int:
 
 @quiet_on_closed_pipe
 def cmd_endpoints_list(args: argparse.Namespace) -> int:
-    sm = _sagemaker(args.aws)
-    endpoints = _all_endpoints(sm)
-    if not endpoints:
-        print("no endpoints")
+    sm = _sagemaker(args.aws, args)
+    endpoints = all_endpoints(sm)
     servers = (
         {}
         if args.aws
         else {e["EndpointName"]: e for e in _workspace().sagemaker.endpoints.describe_servers()}
     )
     stage_of = {stage.endpoint_name: stage.name for stage in _stages(args)}
+    rows = []
     for e in endpoints:
         status, extra = e["EndpointStatus"], ""
         server = servers.get(e["EndpointName"])
         if server is not None:
             status, extra = local_server_state(status, server)
-        stage = stage_of.get(e["EndpointName"], "-")
+        rows.append((e, stage_of.get(e["EndpointName"], "-"), status, extra.strip()))
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "EndpointName": e["EndpointName"],
+                        "Stage": stage,
+                        "Status": status,
+                        "LastModifiedTime": f"{e['LastModifiedTime']:%Y-%m-%dT%H:%M:%S%z}",
+                        "Details": extra,
+                    }
+                    for e, stage, status, extra in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not rows:
+        print("no endpoints")
+        return 0
+    print(f"{'ENDPOINT':<24} {'STAGE':<10} {'STATUS':<12} {'MODIFIED':<19}  DETAILS")
+    for e, stage, status, extra in rows:
         print(
             f"{e['EndpointName']:<24} {stage:<10} {status:<12} "
-            f"{e['LastModifiedTime']:%Y-%m-%d %H:%M:%S}{extra}"
+            f"{e['LastModifiedTime']:%Y-%m-%d %H:%M:%S}  {extra}".rstrip()
         )
     return 0
 
@@ -555,9 +642,12 @@ def local_server_state(status: str, server: dict) -> tuple[str, str]:
         return status, f"  http://127.0.0.1:{run['Port']} (pid {run['Pid']}){details}"
     if status != "InService":
         return status, details
+    name = server["EndpointName"]
     if server["ServerState"] == "exited":
         pid = server["Server"]["Pid"]
         return "Stopped", f"  (server pid {pid} exited; invoke restarts it){details}"
+    if server.get("Stopped"):
+        return "Stopped", f"  (stopped; endpoints start {name}){details}"
     return "Stopped", f"  (no server; invoke starts one){details}"
 
 
@@ -568,28 +658,39 @@ def content_type_for(path: Path) -> str:
 
 def cmd_endpoints_invoke(args: argparse.Namespace) -> int:
     if not args.image.is_file():
-        raise SystemExit(f"no such file: {args.image}")
+        raise CliError(f"no such file: {args.image}")
     body = args.image.read_bytes()
     content_type = args.content_type or content_type_for(args.image)
     if args.aws:
-        import boto3
-
-        response = boto3.client("sagemaker-runtime").invoke_endpoint(
+        response = aws_client("sagemaker-runtime", args).invoke_endpoint(
             EndpointName=args.name, Body=body, ContentType=content_type, Accept=args.accept
         )
-        print(response["Body"].read().decode(errors="replace"))
+        text = response["Body"].read().decode(errors="replace")
+        print(text if args.json else readable_answer(text))
         return 0
     try:
         status, _, answer = _workspace().sagemaker.endpoints.invoke(
-            args.name, body, content_type, args.accept
+            args.name, body, content_type, args.accept, start_stopped=False
         )
+    except EndpointStopped as error:
+        raise CommandFailed(str(error)) from error
     except (EndpointError, ValueError) as error:
         raise CliError(str(error)) from error
     text = answer.decode(errors="replace")
     if status != 200:
-        print(f"HTTP {status}: {text}", file=sys.stderr)
+        print(f"error: HTTP {status}: {text}", file=sys.stderr)
         return 1
-    print(text)
+    print(text if args.json else readable_answer(text))
+    return 0
+
+
+def cmd_endpoints_start(args: argparse.Namespace) -> int:
+    endpoints = _workspace().sagemaker.endpoints
+    try:
+        record = endpoints.ensure_running(args.name, start_stopped=True)
+    except EndpointError as error:
+        raise (CliError if "Could not find" in str(error) else CommandFailed)(str(error)) from error
+    print(f"{args.name}: serving on http://127.0.0.1:{record['Server']['Port']}")
     return 0
 
 
@@ -600,7 +701,7 @@ def cmd_endpoints_stop(args: argparse.Namespace) -> int:
         print(f"stopped: {', '.join(stopped) or 'none were running'}")
         return 0
     if not args.name:
-        raise SystemExit("name an endpoint or pass --all")
+        raise CliError("name an endpoint or pass --all")
     try:
         stopped = endpoints.stop(args.name)
     except (EndpointError, ValueError) as error:
@@ -621,8 +722,21 @@ def cmd_endpoints_delete(args: argparse.Namespace) -> int:
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from pipeline.local.quickstart import quickstart
+    from pipeline.settings import ARCHITECTURES
 
-    return quickstart(args)
+    # Checked before the dataset is generated; every other value is checked by the runner
+    # against the definition before any step runs.
+    if args.architecture not in ARCHITECTURES:
+        raise CliError(
+            f"--architecture {args.architecture!r}: Architecture must be one of "
+            f"{', '.join(ARCHITECTURES)}"
+        )
+    try:
+        return quickstart(args)
+    except ValueError as error:
+        # A parameter the definition refuses (--architecture vgg): the runner says which,
+        # before any step runs.
+        raise CliError(str(error)) from error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Each endpoint is served by a detached `python -m pipeline.local.serve` process on 127.0.0.1
 whose pid and port live in the endpoint's record. `ensure_running` restarts a server that is
-gone (after a reboot, `endpoints stop`, a crash) from the record alone.
+gone (after a reboot, a crash) from the record alone; one stopped on purpose (`endpoints
+stop`) stays stopped for `endpoints invoke` until `endpoints start` or a deploy.
 
 Nothing is left behind by a process killed mid-deploy. A deploy holds the endpoint's lock
 from "Creating"/"Updating" until the record names the new server, and names its server
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.local import processes
+from pipeline.local.capture import INFERENCE_ID_HEADER, CaptureSettings
 from pipeline.local.store import ObjectStore, locked, read_json, try_locked, write_json
 
 SERVER_MODULE = "pipeline.local.serve"
@@ -44,6 +46,10 @@ IN_PROGRESS = {"Creating", "Updating"}
 
 class EndpointError(RuntimeError):
     """A local endpoint could not be started, reached or stopped."""
+
+
+class EndpointStopped(EndpointError):
+    """The endpoint was stopped on purpose (`endpoints stop`) and not started since."""
 
 
 class EndpointBusy(EndpointError):
@@ -141,7 +147,7 @@ class Endpoints:
         ...} once it answers /ping. Raises EndpointError with the server log's tail if it dies
         (its folder removed: nothing of a refused model stays). An interruption (Ctrl-C, a
         signal turned into an exception) kills the half-started server on its way out."""
-        _, model = self.model_of_config(config_name)
+        config, model = self.model_of_config(config_name)
         container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
         model_data = container.get("ModelDataUrl")
         if not model_data:
@@ -153,6 +159,7 @@ class Endpoints:
         env = {**os.environ, **{k: str(v) for k, v in (container.get("Environment") or {}).items()}}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["PYTHONUNBUFFERED"] = "1"
+        extra = self._capture_args(endpoint_name, config, workdir)
         with open(workdir / "server.log", "ab") as log:
             proc = subprocess.Popen(
                 [
@@ -163,6 +170,7 @@ class Endpoints:
                     str(archive),
                     "--workdir",
                     str(workdir),
+                    *extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -187,6 +195,22 @@ class Endpoints:
             "ModelDataUrl": model_data,
             "StartedAt": _now(),
         }
+
+    def _capture_args(self, endpoint_name: str, config: dict, workdir: Path) -> list[str]:
+        """`--data-capture FILE` when the config captures data: SageMaker's layout under the
+        local store's copy of its DestinationS3Uri."""
+        capture = config.get("DataCaptureConfig") or {}
+        if not capture.get("DestinationS3Uri"):
+            return []
+        variant = config["ProductionVariants"][0].get("VariantName") or "AllTraffic"
+        settings = CaptureSettings.from_config(
+            capture, self.store.path(capture["DestinationS3Uri"]), endpoint_name, variant
+        )
+        if settings is None:
+            return []
+        path = workdir / "data-capture.json"
+        write_json(path, settings.to_json())
+        return ["--data-capture", str(path)]
 
     def _await_ready(
         self, proc: subprocess.Popen, endpoint_name: str, model_data: str, workdir: Path
@@ -400,6 +424,7 @@ class Endpoints:
         record.pop("PendingServer", None)
         record.pop("FailureReason", None)
         record.pop("InterruptedDeploy", None)
+        record.pop("Stopped", None)
         record.update(
             EndpointConfigName=config_name,
             EndpointStatus="InService",
@@ -415,11 +440,18 @@ class Endpoints:
         with locked(self.record_path("endpoints", endpoint_name)):
             pass
 
-    def ensure_running(self, endpoint_name: str) -> dict:
-        """The endpoint record, with its server restarted from the record if it is gone."""
+    def ensure_running(self, endpoint_name: str, start_stopped: bool = True) -> dict:
+        """The endpoint record, with its server restarted from the record if it is gone. An
+        endpoint stopped on purpose (`stop`) is started only with `start_stopped`; otherwise
+        it is an EndpointStopped error, as invoking a deleted endpoint is on AWS."""
         record = self.recover(endpoint_name)
         if record is None:
             raise EndpointError(f'Could not find endpoint "{endpoint_name}".')
+        if not start_stopped and record.get("Stopped") and not self._serving(record):
+            raise EndpointStopped(
+                f'endpoint "{endpoint_name}" is stopped (since {record["Stopped"]["At"]}); '
+                f"start it: python -m pipeline endpoints start {endpoint_name}"
+            )
         if not self._serving(record):
             # Checked again under the endpoint's lock: of two callers finding it stopped,
             # only the first restarts it; the second uses that server.
@@ -430,20 +462,26 @@ class Endpoints:
         return record.get("EndpointStatus") == "InService" and self.is_running(record)
 
     def invoke(
-        self, endpoint_name: str, body: bytes, content_type: str, accept: str = "application/json"
+        self,
+        endpoint_name: str,
+        body: bytes,
+        content_type: str,
+        accept: str = "application/json",
+        inference_id: str | None = None,
+        start_stopped: bool = True,
     ) -> tuple[int, str, bytes]:
-        record = self.ensure_running(endpoint_name)
+        record = self.ensure_running(endpoint_name, start_stopped)
+        headers = {"Content-Type": content_type, "Accept": accept}
+        if inference_id:
+            headers[INFERENCE_ID_HEADER] = inference_id
         return http_request(
-            int(record["Server"]["Port"]),
-            "POST",
-            "/invocations",
-            body=body,
-            headers={"Content-Type": content_type, "Accept": accept},
+            int(record["Server"]["Port"]), "POST", "/invocations", body=body, headers=headers
         )
 
     def stop(self, endpoint_name: str) -> bool:
         """Stop the endpoint's server. The endpoint stays in service on its config, scaled to
-        zero: the next invoke or deploy starts a server. True if a server was running."""
+        zero, and marked Stopped: `endpoints start` or the next deploy starts a server (internal
+        callers, e.g. the smoke test, may start it on invoke). True if a server was running."""
         path = self.record_path("endpoints", endpoint_name)
         with locked(path):
             record = self._repair(endpoint_name)
@@ -451,6 +489,8 @@ class Endpoints:
                 raise EndpointError(f'Could not find endpoint "{endpoint_name}".')
             was_running = self.stop_server(record.get("Server"))
             record["Server"] = None
+            # On purpose, unlike a crash: `endpoints invoke` refuses until it is started.
+            record.setdefault("Stopped", {"At": _now()})
             record["LastModifiedTime"] = _now()
             self.put("endpoints", endpoint_name, record)
         return was_running

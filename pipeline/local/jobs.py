@@ -387,66 +387,94 @@ class Jobs:
     # -- training -----------------------------------------------------------------------------
 
     def run_training(self, step: str, job_name: str, args: Mapping[str, Any]) -> JobResult:
-        algorithm = args.get("AlgorithmSpecification") or {}
-        if algorithm.get("ContainerEntrypoint") or algorithm.get("AlgorithmName"):
-            raise UnsupportedFeature(
-                f"Training step {step}: AlgorithmSpecification.ContainerEntrypoint/AlgorithmName; "
-                "the local runner trains through the training toolkit (sagemaker_program + "
-                "sagemaker_submit_directory hyperparameters)"
-            )
-        if algorithm.get("TrainingInputMode", "File") != "File":
-            raise UnsupportedFeature(
-                f"Training step {step}: TrainingInputMode {algorithm['TrainingInputMode']!r}"
-            )
-        resources = args.get("ResourceConfig") or {}
-        count = int(resources.get("InstanceCount", 1))
-        if count != 1:
-            raise UnsupportedFeature(
-                f"Training step {step}: InstanceCount={count}; the local runner trains on one host "
-                "(run with TrainingInstanceCount=1)"
-            )
-        hyperparameters = {k: str(v) for k, v in (args.get("HyperParameters") or {}).items()}
-        if (
-            "sagemaker_program" not in hyperparameters
-            or "sagemaker_submit_directory" not in hyperparameters
-        ):
-            raise UnsupportedFeature(
-                f"Training step {step}: hyperparameters need sagemaker_program and "
-                "sagemaker_submit_directory for the training toolkit"
-            )
+        """Run the training toolkit on one host, as SageMaker's PyTorch container would."""
+        algorithm, resources, hyperparameters = _training_request(step, args)
         job_dir = self._job_dir(step)
         sandbox = job_dir / "algo-1"
         base = sandbox / "opt/ml"
         config_dir = base / "input/config"
-        config_dir.mkdir(parents=True, exist_ok=True)
-        (base / "model").mkdir(parents=True, exist_ok=True)
-        (base / "output/data").mkdir(parents=True, exist_ok=True)
-        (base / "code").mkdir(parents=True, exist_ok=True)
+        for folder in (config_dir, base / "model", base / "output/data", base / "code"):
+            folder.mkdir(parents=True, exist_ok=True)
 
-        submit_uri = hyperparameters["sagemaker_submit_directory"]
-        isolated = bool(args.get("EnableNetworkIsolation"))
-        if submit_uri.startswith("s3://"):
-            if isolated:
-                # As on SageMaker: the toolkit would download it, and the job has no network.
-                raise JobFailed(
-                    f"Training step {step}: EnableNetworkIsolation is on, so the container cannot "
-                    f"download its code from {submit_uri}; deliver it as an input channel"
-                )
-            submit = self.store.path(submit_uri)
-            if not submit.is_file():
-                raise JobFailed(
-                    f"Training step {step}: code archive {submit_uri} is not in the local store "
-                    f"({submit})"
-                )
-        else:
-            # A container path, e.g. /opt/ml/input/data/code/sourcedir.tar.gz: an input channel
-            # delivers it (checked once the channels are copied in, below).
-            submit = container_path(submit_uri, sandbox)
+        submit_uri, submit = self._submit_archive(step, hyperparameters, args, sandbox)
         hyperparameters = rewrite(hyperparameters, sandbox)
         hyperparameters["sagemaker_submit_directory"] = str(submit)
         hyperparameters.pop("sagemaker_s3_output", None)
         write_json(config_dir / "hyperparameters.json", hyperparameters)
+        write_json(config_dir / "inputdataconfig.json", self._copy_channels(step, args, base))
+        if not submit.is_file():
+            raise JobFailed(
+                f"Training step {step}: sagemaker_submit_directory {submit_uri} is not delivered "
+                "by any input channel"
+            )
+        write_json(config_dir / "resourceconfig.json", _resource_config(resources))
+        checkpoint = args.get("CheckpointConfig")
+        checkpoint_dir = self._restore_checkpoint(step, checkpoint, sandbox) if checkpoint else None
 
+        env = _training_env(job_name, args, base)
+        log = job_dir / "algo-1.log"
+        echo = (lambda line: self.echo(f"  [{step}] {line}")) if self.echo else None
+        timeout = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        code = wait_logged(
+            run_logged(_toolkit_command(), env, sandbox, log, timeout, echo, self.watchdog)
+        )
+        if checkpoint_dir is not None and checkpoint:
+            self.store.upload_dir(checkpoint_dir, checkpoint["S3Uri"])
+        if code != 0:
+            # The toolkit's failure file only names the command; the log's tail has the error.
+            raise JobFailed(
+                f"Training job {job_name} failed (exit code {code}); log {log}:\n{tail(log, 30)}",
+                log,
+            )
+
+        model_uri = self._store_model(step, job_name, args, base, job_dir)
+        metrics = self._metrics(algorithm.get("MetricDefinitions") or [], log)
+        for copy in (sandbox, job_dir / "model.tar.gz", job_dir / "output.tar.gz"):
+            _discard(copy)
+        properties = {
+            **dict(args),
+            "TrainingJobName": job_name,
+            "TrainingJobArn": env["TRAINING_JOB_ARN"],
+            "TrainingJobStatus": "Completed",
+            "SecondaryStatus": "Completed",
+            "ModelArtifacts": {"S3ModelArtifacts": model_uri},
+            "FinalMetricDataList": [
+                {
+                    "MetricName": name,
+                    "Value": values[-1],
+                    "Timestamp": datetime.now(UTC).isoformat(),
+                }
+                for name, values in metrics.items()
+                if values
+            ],
+        }
+        return JobResult(properties=properties, logs=[log], metrics=metrics)
+
+    def _submit_archive(
+        self, step: str, hyperparameters: Mapping[str, str], args: Mapping[str, Any], sandbox: Path
+    ) -> tuple[str, Path]:
+        """(sagemaker_submit_directory as given, the local file the toolkit will unpack)."""
+        submit_uri = hyperparameters["sagemaker_submit_directory"]
+        if not submit_uri.startswith("s3://"):
+            # A container path, e.g. /opt/ml/input/data/code/sourcedir.tar.gz: an input channel
+            # delivers it (checked once the channels are copied in).
+            return submit_uri, container_path(submit_uri, sandbox)
+        if args.get("EnableNetworkIsolation"):
+            # As on SageMaker: the toolkit would download it, and the job has no network.
+            raise JobFailed(
+                f"Training step {step}: EnableNetworkIsolation is on, so the container cannot "
+                f"download its code from {submit_uri}; deliver it as an input channel"
+            )
+        submit = self.store.path(submit_uri)
+        if not submit.is_file():
+            raise JobFailed(
+                f"Training step {step}: code archive {submit_uri} is not in the local store "
+                f"({submit})"
+            )
+        return submit_uri, submit
+
+    def _copy_channels(self, step: str, args: Mapping[str, Any], base: Path) -> dict:
+        """Copy every input channel into input/data/<channel>; returns inputdataconfig.json."""
         channels = {}
         for channel in args.get("InputDataConfig", []):
             name = channel["ChannelName"]
@@ -468,80 +496,29 @@ class Jobs:
                 "S3DistributionType": source.get("S3DataDistributionType", "FullyReplicated"),
                 "RecordWrapperType": channel.get("RecordWrapperType", "None"),
             }
-        write_json(config_dir / "inputdataconfig.json", channels)
-        if not submit.is_file():
-            raise JobFailed(
-                f"Training step {step}: sagemaker_submit_directory {submit_uri} is not delivered "
-                "by any input channel"
-            )
-        # The toolkit resolves every host name before it starts: name this machine.
-        host = socket.gethostname()
-        instance_type = str(resources.get("InstanceType", "local"))
-        write_json(
-            config_dir / "resourceconfig.json",
-            {
-                "current_host": host,
-                "hosts": [host],
-                "current_instance_type": instance_type,
-                "current_group_name": "homogeneousCluster",
-                "instance_groups": [
-                    {
-                        "instance_group_name": "homogeneousCluster",
-                        "instance_type": instance_type,
-                        "hosts": [host],
-                    }
-                ],
-                "network_interface_name": "lo",
-            },
-        )
-        checkpoint = args.get("CheckpointConfig")
-        checkpoint_dir = None
-        if checkpoint:
-            checkpoint_dir = container_path(
-                checkpoint.get("LocalPath") or "/opt/ml/checkpoints", sandbox
-            )
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            # Per execution (executions/<id>/checkpoints): resolved to a plain s3:// URI here.
-            checkpoint_uri = checkpoint.get("S3Uri")
-            if not isinstance(checkpoint_uri, str) or not checkpoint_uri.startswith("s3://"):
-                raise JobFailed(
-                    f"Training step {step}: CheckpointConfig.S3Uri must resolve to an s3:// "
-                    f"URI, got {checkpoint_uri!r}"
-                )
-            if self.store.objects(checkpoint_uri):
-                self.store.download(checkpoint["S3Uri"], checkpoint_dir)
+        return channels
 
-        env = base_env()
-        env.update({k: str(v) for k, v in (args.get("Environment") or {}).items()})
-        env.update(
-            SAGEMAKER_BASE_DIR=str(base),
-            TRAINING_JOB_NAME=job_name,
-            TRAINING_JOB_ARN=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{job_name.lower()}",
-            AWS_REGION=env.get("AWS_REGION", REGION),
+    def _restore_checkpoint(self, step: str, checkpoint: Mapping[str, Any], sandbox: Path) -> Path:
+        """The container's checkpoint dir, filled from CheckpointConfig.S3Uri if it has any."""
+        checkpoint_dir = container_path(
+            checkpoint.get("LocalPath") or "/opt/ml/checkpoints", sandbox
         )
-        toolkit = Path(sys.executable).parent / "train"
-        command = (
-            [str(toolkit)]
-            if toolkit.is_file()
-            else [
-                sys.executable,
-                "-c",
-                "from sagemaker_training.cli.train import main; main()",
-            ]
-        )
-        log = job_dir / "algo-1.log"
-        echo = (lambda line: self.echo(f"  [{step}] {line}")) if self.echo else None
-        timeout = (args.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
-        code = wait_logged(run_logged(command, env, sandbox, log, timeout, echo, self.watchdog))
-        if checkpoint_dir is not None and checkpoint:
-            self.store.upload_dir(checkpoint_dir, checkpoint["S3Uri"])
-        if code != 0:
-            # The toolkit's failure file only names the command; the log's tail has the error.
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        # Per execution (executions/<id>/checkpoints): resolved to a plain s3:// URI here.
+        checkpoint_uri = checkpoint.get("S3Uri")
+        if not isinstance(checkpoint_uri, str) or not checkpoint_uri.startswith("s3://"):
             raise JobFailed(
-                f"Training job {job_name} failed (exit code {code}); log {log}:\n{tail(log, 30)}",
-                log,
+                f"Training step {step}: CheckpointConfig.S3Uri must resolve to an s3:// "
+                f"URI, got {checkpoint_uri!r}"
             )
+        if self.store.objects(checkpoint_uri):
+            self.store.download(checkpoint["S3Uri"], checkpoint_dir)
+        return checkpoint_dir
 
+    def _store_model(
+        self, step: str, job_name: str, args: Mapping[str, Any], base: Path, job_dir: Path
+    ) -> str:
+        """Pack model/ and output/data/ where SageMaker puts them; returns the model's URI."""
         output_path = str((args.get("OutputDataConfig") or {}).get("S3OutputPath", "")).rstrip("/")
         if not output_path.startswith("s3://"):
             raise JobFailed(
@@ -554,28 +531,7 @@ class Jobs:
         self.store.put_file(
             job_dir / "output.tar.gz", f"{output_path}/{job_name}/output/output.tar.gz"
         )
-        metrics = self._metrics(algorithm.get("MetricDefinitions") or [], log)
-        for copy in (sandbox, job_dir / "model.tar.gz", job_dir / "output.tar.gz"):
-            _discard(copy)
-
-        properties = {
-            **dict(args),
-            "TrainingJobName": job_name,
-            "TrainingJobArn": env["TRAINING_JOB_ARN"],
-            "TrainingJobStatus": "Completed",
-            "SecondaryStatus": "Completed",
-            "ModelArtifacts": {"S3ModelArtifacts": model_uri},
-            "FinalMetricDataList": [
-                {
-                    "MetricName": name,
-                    "Value": values[-1],
-                    "Timestamp": datetime.now(UTC).isoformat(),
-                }
-                for name, values in metrics.items()
-                if values
-            ],
-        }
-        return JobResult(properties=properties, logs=[log], metrics=metrics)
+        return model_uri
 
     @staticmethod
     def _pack(folder: Path, archive: Path) -> None:
@@ -600,3 +556,79 @@ class Jobs:
                     continue
             found[definition["Name"]] = values
         return found
+
+
+def _training_request(
+    step: str, args: Mapping[str, Any]
+) -> tuple[Mapping[str, Any], Mapping[str, Any], dict[str, str]]:
+    """(AlgorithmSpecification, ResourceConfig, hyperparameters as strings) of a request the
+    local runner can train; UnsupportedFeature names what it cannot."""
+    algorithm = args.get("AlgorithmSpecification") or {}
+    if algorithm.get("ContainerEntrypoint") or algorithm.get("AlgorithmName"):
+        raise UnsupportedFeature(
+            f"Training step {step}: AlgorithmSpecification.ContainerEntrypoint/AlgorithmName; "
+            "the local runner trains through the training toolkit (sagemaker_program + "
+            "sagemaker_submit_directory hyperparameters)"
+        )
+    if algorithm.get("TrainingInputMode", "File") != "File":
+        raise UnsupportedFeature(
+            f"Training step {step}: TrainingInputMode {algorithm['TrainingInputMode']!r}"
+        )
+    resources = args.get("ResourceConfig") or {}
+    count = int(resources.get("InstanceCount", 1))
+    if count != 1:
+        raise UnsupportedFeature(
+            f"Training step {step}: InstanceCount={count}; the local runner trains on one host "
+            "(run with TrainingInstanceCount=1)"
+        )
+    hyperparameters = {k: str(v) for k, v in (args.get("HyperParameters") or {}).items()}
+    if (
+        "sagemaker_program" not in hyperparameters
+        or "sagemaker_submit_directory" not in hyperparameters
+    ):
+        raise UnsupportedFeature(
+            f"Training step {step}: hyperparameters need sagemaker_program and "
+            "sagemaker_submit_directory for the training toolkit"
+        )
+    return algorithm, resources, hyperparameters
+
+
+def _resource_config(resources: Mapping[str, Any]) -> dict:
+    """resourceconfig.json for one host."""
+    # The toolkit resolves every host name before it starts: name this machine.
+    host = socket.gethostname()
+    instance_type = str(resources.get("InstanceType", "local"))
+    return {
+        "current_host": host,
+        "hosts": [host],
+        "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "instance_groups": [
+            {
+                "instance_group_name": "homogeneousCluster",
+                "instance_type": instance_type,
+                "hosts": [host],
+            }
+        ],
+        "network_interface_name": "lo",
+    }
+
+
+def _training_env(job_name: str, args: Mapping[str, Any], base: Path) -> dict[str, str]:
+    env = base_env()
+    env.update({k: str(v) for k, v in (args.get("Environment") or {}).items()})
+    env.update(
+        SAGEMAKER_BASE_DIR=str(base),
+        TRAINING_JOB_NAME=job_name,
+        TRAINING_JOB_ARN=f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{job_name.lower()}",
+        AWS_REGION=env.get("AWS_REGION", REGION),
+    )
+    return env
+
+
+def _toolkit_command() -> list[str]:
+    """SageMaker's training toolkit (`train`), as the container's entrypoint runs it."""
+    toolkit = Path(sys.executable).parent / "train"
+    if toolkit.is_file():
+        return [str(toolkit)]
+    return [sys.executable, "-c", "from sagemaker_training.cli.train import main; main()"]

@@ -7,7 +7,10 @@
    Deploy),
 3. invokes the local endpoint with a real bin photo and a generated one,
 4. prints the steps and their times, the evaluation against the majority-class baseline,
-   the registry version, the endpoint's answers and where the report lives.
+   the registry version, the endpoint's answers and where the report lives,
+5. sends a few batches of generated images with inference ids (captured by the endpoint,
+   their true counts written as ground truth) and runs the monitoring job over the traffic
+   captured since the quickstart began: its headline figures and where its report is.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.local.listings import readable_answer
 from pipeline.local.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold", type=float, default=0.4, help="AccuracyThreshold of the gate"
     )
-    parser.add_argument("--endpoint", default="bincount", help="EndpointName")
     parser.add_argument("--no-cache", action="store_true", help="ignore cached step results")
     parser.add_argument("--logs", action="store_true", help="stream the jobs' logs")
 
@@ -100,7 +104,7 @@ def step(record: dict, name: str) -> dict:
 
 
 def summarize(ws: Workspace, record: dict, answers: list[tuple[str, str]], total_s: float) -> str:
-    from pipeline.local.cli import format_execution
+    from pipeline.local.listings import format_execution
 
     lines = ["", "=" * 72, format_execution(record), ""]
     evaluate = step(record, "Evaluate")
@@ -148,6 +152,8 @@ def quickstart(args: argparse.Namespace) -> int:
     from pipeline.local.runner import ExecutionFailed, ExecutionStopped
 
     started = time.monotonic()
+    # Seconds truncated: the monitoring window (from here) must hold this run's first request.
+    began = datetime.now(UTC).replace(microsecond=0)
     ws = Workspace.default()
     print(f"bincount quickstart: everything under {ws.home}")
     dataset = ensure_dataset(ws.home, args.per_class, args.seed)
@@ -165,7 +171,6 @@ def quickstart(args: argparse.Namespace) -> int:
         "PerClassCap": 0,
         "AccuracyThreshold": args.threshold,
         "ModelApprovalStatus": "Approved",
-        "EndpointName": args.endpoint,
     }
     try:
         record = ws.runner(stream_logs=args.logs).run(
@@ -178,13 +183,79 @@ def quickstart(args: argparse.Namespace) -> int:
     except ExecutionStopped as stopped:
         print(f"\nquickstart STOPPED: {stopped}", file=sys.stderr)
         return 128 + stopped.signal_number
+    # The endpoint the Deploy step's deployer put the version on (the first stage's).
+    endpoint = (step(record, "Deploy").get("LambdaResponse") or {}).get("endpoint_name")
+    if not endpoint:
+        print(summarize(ws, record, [], time.monotonic() - started))
+        print("\nquickstart FAILED: the Deploy step named no endpoint", file=sys.stderr)
+        return 1
     answers = []
     for label, image in pick_images(dataset):
         status, _, body = ws.sagemaker.endpoints.invoke(
-            args.endpoint, image.read_bytes(), "image/jpeg", "application/json"
+            endpoint, image.read_bytes(), "image/jpeg", "application/json"
         )
+        text = body.decode(errors="replace")
         answers.append(
-            (label, body.decode(errors="replace") if status == 200 else f"HTTP {status}: {body!r}")
+            (label, readable_answer(text) if status == 200 else f"HTTP {status}: {text}")
         )
     print(summarize(ws, record, answers, time.monotonic() - started))
+    print("\n".join(monitor_traffic(ws, dataset, endpoint, began)))
     return 0
+
+
+# Monitoring traffic: enough generated images for the monitor to judge (monitor.py's
+# MIN_IMAGES is 100), sent as JSON batches of BATCH (the endpoint takes up to 64).
+TRAFFIC_PER_COUNT = 24
+BATCH = 40
+
+
+def monitor_traffic(ws: Workspace, dataset: Path, endpoint: str, began: datetime) -> list[str]:
+    """Invoke the endpoint with generated images (each batch with an inference id), write
+    their true counts as ground truth, run the monitoring job over everything captured since
+    `began`; lines to print."""
+    import base64
+    import uuid
+
+    from pipeline.local.monitoring import MonitoringError, headline, run_monitor
+
+    listing = json.loads((dataset / "file_list.json").read_text())
+    images = [
+        (int(count), dataset / "bin-images" / f"{Path(entry).stem}.jpg")
+        for count, entries in sorted(listing.items())
+        for entry in entries[-TRAFFIC_PER_COUNT:]
+    ]
+    truth_lines = []
+    for first in range(0, len(images), BATCH):
+        batch = images[first : first + BATCH]
+        inference_id = f"quickstart-{uuid.uuid4()}"
+        body = json.dumps(
+            {"instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for _, p in batch]}
+        ).encode()
+        status, _, answer = ws.sagemaker.endpoints.invoke(
+            endpoint, body, "application/json", inference_id=inference_id
+        )
+        if status != 200:
+            return [f"monitoring skipped: the endpoint answered HTTP {status}: {answer[:200]!r}"]
+        labels = ",".join(str(count) for count, _ in batch)
+        truth_lines.append(
+            json.dumps(
+                {
+                    "groundTruthData": {"data": labels, "encoding": "CSV"},
+                    "eventMetadata": {"eventId": inference_id},
+                    "eventVersion": "0",
+                }
+            )
+        )
+    hour = datetime.now(UTC).strftime("%Y/%m/%d/%H")
+    truth_uri = (
+        f"{ws.settings.s3_uri('ground-truth')}/{endpoint}/{hour}/quickstart-{uuid.uuid4()}.jsonl"
+    )
+    ws.store.put_bytes(("\n".join(truth_lines) + "\n").encode(), truth_uri)
+    try:
+        report, output_dir = run_monitor(
+            ws, endpoint, start_time=began.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
+    except MonitoringError as error:
+        return [f"monitoring could not run: {error}"]
+    sent = f"sent {len(images)} generated images in batches; ground truth: {truth_uri}"
+    return ["", sent, *headline(report, output_dir)]

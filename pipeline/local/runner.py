@@ -52,6 +52,7 @@ from pipeline.local.job_watchdog import JobWatchdog
 from pipeline.local.jobs import JobFailed, Jobs
 from pipeline.local.sagemaker_client import ACCOUNT, REGION, LocalSageMakerClient
 from pipeline.local.store import ObjectStore, file_sha256, read_json, write_json
+from pipeline.progress import follow_epochs, lambda_outcome, total_epochs
 
 SCHEMA_VERSION = "2020-12-01"
 STEP_TYPES = {"Processing", "Training", "Condition", "RegisterModel", "Model", "Lambda", "Fail"}
@@ -516,6 +517,10 @@ class LocalRunner:
             line += f": {'; '.join(step_record.get('Conditions', []))} -> {step_record['Outcome']}"
         if status == "Failed":
             line += f": {step_record.get('FailureReason', '')}"
+        if status == "Succeeded" and node.type == "Lambda":
+            # "Succeeded" says only that the function answered: say what it did (the
+            # deployer may have skipped a version pending approval).
+            line += lambda_outcome(step_record.get("LambdaResponse"))
         return line
 
     def _save(self, execution_dir: Path, record: dict) -> None:
@@ -637,8 +642,14 @@ class LocalRunner:
         job_name = f"pipelines-{execution_id}-{node.name}".lower()[:63]
         if node.type == "Processing":
             result = jobs.run_processing(node.name, job_name, arguments)
-        else:
+        elif self.stream_logs:
             result = jobs.run_training(node.name, job_name, arguments)
+        else:
+            # Quiet by default: one line per epoch from the job's log, not the whole log.
+            epochs = total_epochs(arguments.get("HyperParameters"))
+            log = self.executions_dir / execution_id / "jobs" / node.name / "algo-1.log"
+            with follow_epochs(log, node.name, epochs, self.echo):
+                result = jobs.run_training(node.name, job_name, arguments)
         properties = _jsonable(result.properties)
         property_files = {}
         outputs = {

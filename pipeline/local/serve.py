@@ -11,12 +11,17 @@ to `input_fn`, its Accept to `output_fn` (both default to application/json, as i
 toolkit). An error carrying an integer
 `status_code` is answered with that code and its message; any other error with 500. Once the
 model is loaded the chosen port is written to `<workdir>/port` (temp name + rename).
+With `--data-capture FILE` (capture settings the endpoint record's DataCaptureConfig gave,
+pipeline/local/capture.py) every invocation the model answered, and its answer, is captured
+in SageMaker's data-capture layout; an `X-Amzn-SageMaker-Inference-Id` header becomes the
+record's `inferenceId`, as InvokeEndpoint's InferenceId does.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -30,6 +35,8 @@ from pathlib import Path
 from types import ModuleType
 
 import waitress
+
+from pipeline.local.capture import CaptureSettings, CaptureWriter, check_inference_id
 
 DEFAULT_TYPE = "application/json"
 # SageMaker real-time invocations accept payloads up to 6 MB.
@@ -91,23 +98,62 @@ class InvocationApp:
     side; only predict_fn holds the model, one request at a time, as one toolkit worker would.
     """
 
-    def __init__(self, handler_module: ModuleType, model: object, max_body: int = MAX_BODY_BYTES):
+    def __init__(
+        self,
+        handler_module: ModuleType,
+        model: object,
+        max_body: int = MAX_BODY_BYTES,
+        capture: CaptureWriter | None = None,
+    ):
         self.handler_module = handler_module
         self.model = model
         self.max_body = max_body
         self.model_lock = threading.Lock()
+        self.capture = capture
 
     def __call__(self, environ: dict, start_response) -> list[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/ping" and method == "GET":
             return _answer(start_response, 200, "")
         if path == "/invocations" and method == "POST":
-            return self._invoke(environ, start_response)
+            return self._invoke_captured(environ, start_response)
         if path in ("/ping", "/invocations"):
             return _answer(start_response, 405, f"{method} {path} is not allowed")
         return _answer(
             start_response, 404, f"no such path {path}; use GET /ping or POST /invocations"
         )
+
+    def _invoke_captured(self, environ: dict, start_response) -> list[bytes]:
+        """_invoke, with the request and its answer captured when capture is on."""
+        try:
+            inference_id = check_inference_id(environ.get("HTTP_X_AMZN_SAGEMAKER_INFERENCE_ID"))
+        except ValueError as error:
+            return _answer(start_response, 400, str(error))
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if self.capture is None or length > self.max_body:
+            # Too large: refused before the model sees it, so nothing to capture.
+            return self._invoke(environ, start_response)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        answer: dict = {}
+
+        def recording(status: str, headers: list, exc_info=None):
+            answer["type"] = dict(headers).get("Content-Type", "")
+            return start_response(status, headers, exc_info)
+
+        chunks = self._invoke(environ, recording)
+        try:
+            self.capture.capture(
+                environ.get("CONTENT_TYPE") or DEFAULT_TYPE,
+                body,
+                answer.get("type", ""),
+                b"".join(chunks),
+                inference_id,
+            )
+        except OSError as error:
+            # As on SageMaker, a capture that cannot be written never fails the invocation.
+            print(f"data capture failed: {error}", file=sys.stderr, flush=True)
+        return chunks
 
     def _invoke(self, environ: dict, start_response) -> list[bytes]:
         # The server has read and bounded the whole body already (Content-Length checked,
@@ -191,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES)
     parser.add_argument(
+        "--data-capture", type=Path, help="capture settings (JSON, pipeline/local/capture.py)"
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=int,
         default=CHANNEL_TIMEOUT_S,
@@ -202,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = unpack_model(args.model_data, args.workdir / "model")
     module = load_handler(model_dir)
     model = module.model_fn(str(model_dir))
-    app = InvocationApp(module, model, args.max_body_bytes)
+    capture = None
+    if args.data_capture:
+        settings = CaptureSettings.from_json(json.loads(args.data_capture.read_text()))
+        capture = CaptureWriter(settings)
+    app = InvocationApp(module, model, args.max_body_bytes, capture)
     server = create_server(app, args.port, args.idle_timeout)
     port = server.effective_port
     write_port(args.workdir, port)
@@ -211,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         server.run()
     finally:
         server.close()
+        if capture:
+            capture.close()
     return 0
 
 

@@ -72,11 +72,12 @@ class Workspace:
 
     def deployer_config(self, endpoint_name: str | None = None):
         """The deployer of the local stage that owns the endpoint (stages.STAGES), with its
-        group, smoke test and notifications; any other endpoint (a Deploy step's EndpointName
-        in tests) gets a one-stage deployer of the pipeline's group."""
+        group, smoke test and notifications (the first stage's when none is named: the
+        pipeline's Deploy step names none); any other endpoint (`--endpoint` in tests) gets a
+        one-stage deployer of the pipeline's group."""
         from infra.deployer_lambda.deployer import Config
 
-        endpoint_name = endpoint_name or self.settings.defaults.endpoint_name
+        endpoint_name = endpoint_name or stages.STAGES[0].endpoint_name
         stage = stages.stage_of_endpoint(endpoint_name)
         following = stages.next_stage(stage) if stage else None
         return Config(
@@ -131,8 +132,8 @@ class Workspace:
         from infra.deployer_lambda.deployer import handle
 
         clients = self.clients()
-        # Locally one deployer serves whichever endpoint the event names (the Deploy step's
-        # EndpointName); on AWS each stack's deployer manages its own endpoint only.
+        # Locally one deployer serves whichever endpoint the caller names (the first stage's
+        # for the Deploy step); on AWS each stack's deployer manages its own endpoint only.
         endpoint_name = endpoint_name or event.get("endpoint_name")
         config = self.deployer_config(endpoint_name)
 

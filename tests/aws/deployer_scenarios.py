@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from recording_clients import Call, ValidatingClient
 
 APPROVAL = "SageMaker Model Package State Change"
@@ -31,6 +32,77 @@ def _server_up_at_once(self, endpoint_name: str, config_name: str, workdir) -> d
         "ModelDataUrl": container["ModelDataUrl"],
         "StartedAt": "2025-01-01T00:00:00+00:00",
     }
+
+
+class MonitoringSchedules:
+    """The local SageMaker stand-in plus Model Monitor schedules, as SageMaker keeps them: a
+    schedule needs its endpoint to exist, and an endpoint a schedule names cannot be deleted
+    (the local runner has no Model Monitor; everything else is forwarded)."""
+
+    def __init__(self, sagemaker: Any) -> None:
+        self._sagemaker = sagemaker
+        self.schedules: dict[str, dict] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sagemaker, name)
+
+    @staticmethod
+    def _error(code: str, message: str, operation: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+    def create_monitoring_schedule(self, **request: Any) -> dict:
+        name = request["MonitoringScheduleName"]
+        config = request["MonitoringScheduleConfig"]
+        endpoint = config["MonitoringJobDefinition"]["MonitoringInputs"][0]["EndpointInput"][
+            "EndpointName"
+        ]
+        self._sagemaker.describe_endpoint(EndpointName=endpoint)  # raises when it is missing
+        if name in self.schedules:
+            raise self._error(
+                "ResourceInUse", f"Monitoring schedule {name} already exists", "Create"
+            )
+        self.schedules[name] = {
+            "MonitoringScheduleName": name,
+            "MonitoringScheduleStatus": "Scheduled",
+            "MonitoringScheduleConfig": config,
+            "EndpointName": endpoint,
+            "Tags": request.get("Tags", []),
+        }
+        return {"MonitoringScheduleArn": f"arn:aws:sagemaker:::monitoring-schedule/{name}"}
+
+    def update_monitoring_schedule(self, **request: Any) -> dict:
+        name = request["MonitoringScheduleName"]
+        self.describe_monitoring_schedule(MonitoringScheduleName=name)
+        self.schedules[name] = {
+            **self.schedules[name],
+            "MonitoringScheduleConfig": request["MonitoringScheduleConfig"],
+            "MonitoringScheduleStatus": "Scheduled",
+        }
+        return {"MonitoringScheduleArn": f"arn:aws:sagemaker:::monitoring-schedule/{name}"}
+
+    def describe_monitoring_schedule(self, MonitoringScheduleName: str) -> dict:
+        if MonitoringScheduleName not in self.schedules:
+            raise self._error(
+                "ResourceNotFound",
+                f"Monitoring schedule {MonitoringScheduleName} not found",
+                "DescribeMonitoringSchedule",
+            )
+        return dict(self.schedules[MonitoringScheduleName])
+
+    def delete_monitoring_schedule(self, MonitoringScheduleName: str) -> None:
+        self.describe_monitoring_schedule(MonitoringScheduleName=MonitoringScheduleName)
+        del self.schedules[MonitoringScheduleName]
+
+    def delete_endpoint(self, EndpointName: str) -> Any:
+        named = [s for s in self.schedules.values() if s["EndpointName"] == EndpointName]
+        if named:
+            raise self._error(
+                "ValidationException",
+                f"Cannot delete endpoint {EndpointName}: monitoring schedule "
+                f"{named[0]['MonitoringScheduleName']} is attached to it",
+                "DeleteEndpoint",
+            )
+        return self._sagemaker.delete_endpoint(EndpointName=EndpointName)
 
 
 def approval_event(package: Mapping[str, Any], status: str) -> dict:
@@ -60,16 +132,22 @@ def run(
     register_request: Mapping[str, Any],
     region: str,
     account: str,
+    *,
+    teardown: bool = False,
 ) -> tuple[list[Call], list[tuple[str, dict]]]:
     """Register v1 (Approved) and deploy it through the Deploy step; register v2, approve it
     (blue/green update), deliver the endpoint's InService event, then reject v2 (rollback
-    to v1). Returns (every deployer call, [(event label, deployer result)])."""
+    to v1); with `teardown`, then delete the stack's endpoint (CloudFormation's Delete).
+    A config with monitoring keeps its schedule in a MonitoringSchedules stand-in. Returns
+    (every deployer call, [(event label, deployer result)])."""
     from infra.deployer_lambda.deployer import Clients, handle
     from pipeline.local.sagemaker_client import LocalAutoscalingClient, LocalSageMakerClient
 
     setup: list[Call] = []
     calls: list[Call] = []
     sagemaker = LocalSageMakerClient(home, region, account)
+    if getattr(config, "monitoring", None) is not None:
+        sagemaker = MonitoringSchedules(sagemaker)
     registry = ValidatingClient(sagemaker, "sagemaker", setup, caller="setup")
     clients = Clients(
         sagemaker=ValidatingClient(sagemaker, "sagemaker", calls, caller="deployer"),
@@ -108,4 +186,11 @@ def run(
         results.append(("endpoint in service", handle(event, clients, config)))
         set_status(second, "Rejected")
         results.append(("reject v2", handle(approval_event(second, "Rejected"), clients, config)))
+        if teardown:
+            delete = {
+                "RequestType": "Delete",
+                "PhysicalResourceId": f"{config.endpoint_name}-deployer",
+                "ResourceProperties": {"EndpointName": config.endpoint_name},
+            }
+            results.append(("teardown", handle(delete, clients, config)))
     return calls, results

@@ -3,7 +3,8 @@ behalf: each recorded call becomes its own action on its resource plus the actio
 documents as implied by it; each pipeline step request becomes what the pipeline role (which
 calls the API) and the job role (which the job runs as) need.
 
-Principals are labels: "pipeline", "job", "model", "deployer". A `Need` lists the principals
+Principals are labels: "pipeline", "job", "model", "deployer", "monitor" (a stage's
+monitoring jobs), "retrain" (the retraining guard). A `Need` lists the principals
 any one of which may hold the permission (AWS accepts either the caller or the passed role for
 kms:CreateGrant on job volumes).
 """
@@ -134,7 +135,14 @@ def deployer_call_needs(calls: Sequence[Call], arns: Arns, principal: str = "dep
                     name if name.startswith("arn:") else arns.sagemaker("model-package", name)
                 )
                 needs.append(_need(principal, action, resource, why))
-            elif op in ("ListModelPackages", "ListEndpoints", "ListModelPackageGroups"):
+            elif op in (
+                "ListModelPackages",
+                "ListEndpoints",
+                "ListModelPackageGroups",
+                # The teardown lists what resource_name could have made.
+                "ListEndpointConfigs",
+                "ListModels",
+            ):
                 needs.append(_need(principal, action, "*", why))
             elif op in ("CreateModel", "DescribeModel", "DeleteModel"):
                 needs.append(_need(principal, action, arns.sagemaker("model", p["ModelName"]), why))
@@ -179,13 +187,132 @@ def deployer_call_needs(calls: Sequence[Call], arns: Arns, principal: str = "dep
                 needs.append(_need(principal, action, p["ResourceArn"], why))
             elif op == "UpdateModelPackage":
                 needs.append(_need(principal, action, p["ModelPackageArn"], why))
+            elif op in MONITORING_SCHEDULE_OPERATIONS:
+                needs += _monitoring_schedule_needs(call, arns, principal)
+            elif op in ("ListPipelineExecutions", "StartPipelineExecution"):
+                needs.append(
+                    _need(principal, action, arns.sagemaker("pipeline", p["PipelineName"]), why)
+                )
             else:
                 raise NotImplementedError(f"no IAM mapping for sagemaker {op} yet: add it here")
         elif call.service == "application-autoscaling":
             needs.append(_need(principal, f"application-autoscaling:{op}", "*", why))
             needs.extend(_autoscaling_implied(call, arns, endpoint_configs, principal))
+        elif call.service == "sns" and op == "Publish":
+            needs.append(_need(principal, "sns:Publish", p["TopicArn"], why))
         else:
             raise NotImplementedError(f"no IAM mapping for {call.service} yet: add it here")
+    return needs
+
+
+MONITORING_SCHEDULE_OPERATIONS = (
+    "CreateMonitoringSchedule",
+    "UpdateMonitoringSchedule",
+    "DescribeMonitoringSchedule",
+    "DeleteMonitoringSchedule",
+)
+
+
+def _monitoring_schedule_needs(call: Call, arns: Arns, principal: str) -> list[Need]:
+    """The schedule's own action on its ARN; creating or updating one also passes the job's
+    role (iam:PassRole), tags it (AddTags, with Tags) and needs a grant on a volume key (the
+    caller or the role, as for processing jobs: API permissions reference)."""
+    p, op = call.params, call.operation
+    why = f"sagemaker {op}"
+    schedule = arns.sagemaker("monitoring-schedule", p["MonitoringScheduleName"])
+    needs = [_need(principal, f"sagemaker:{op}", schedule, why)]
+    if op not in ("CreateMonitoringSchedule", "UpdateMonitoringSchedule"):
+        return needs
+    if p.get("Tags"):
+        needs.append(_need(principal, "sagemaker:AddTags", schedule, f"{why} with Tags"))
+    definition = p["MonitoringScheduleConfig"]["MonitoringJobDefinition"]
+    needs.append(
+        _need(
+            principal,
+            "iam:PassRole",
+            definition["RoleArn"],
+            why,
+            **{"iam:PassedToService": SAGEMAKER_SERVICE},
+        )
+    )
+    volume_key = definition["MonitoringResources"]["ClusterConfig"].get("VolumeKmsKeyId")
+    if volume_key:
+        needs.append(
+            _need(
+                (principal, "monitor"),
+                "kms:CreateGrant",
+                volume_key,
+                f"{why} with a VolumeKmsKeyId ({API_PERMISSIONS_DOC})",
+            )
+        )
+    return needs
+
+
+def monitoring_role_needs(calls: Sequence[Call], arns: Arns) -> list[Need]:
+    """What each scheduled monitoring job does as the schedule's RoleArn ("monitor"): Model
+    Monitor lists and reads the window's captured data; the bootstrap reads the code archive
+    and the window's ground truth; Model Monitor reads the baseline and uploads the reports
+    (with the output key); the job pulls its image, logs and publishes its metrics."""
+    needs: list[Need] = []
+    captures: dict[str, str] = {}
+    for call in calls:
+        p = call.params
+        if call.operation == "CreateEndpointConfig" and p.get("DataCaptureConfig"):
+            for variant in p["ProductionVariants"]:
+                captures[p["EndpointConfigName"]] = (
+                    p["DataCaptureConfig"]["DestinationS3Uri"].rstrip("/")
+                    + "/{endpoint}/"
+                    + variant["VariantName"]
+                )
+        if call.operation not in ("CreateMonitoringSchedule", "UpdateMonitoringSchedule"):
+            continue
+        definition = p["MonitoringScheduleConfig"]["MonitoringJobDefinition"]
+        name = p["MonitoringScheduleName"]
+        why = f"monitoring job of schedule {name} ({EXECUTION_ROLE_DOC})"
+        env = definition["Environment"]
+        endpoint = definition["MonitoringInputs"][0]["EndpointInput"]["EndpointName"]
+        reads = [
+            env["BINCOUNT_CODE_URI"],
+            definition["BaselineConfig"]["StatisticsResource"]["S3Uri"],
+        ]
+        listed = []
+        for capture in {c.format(endpoint=endpoint) for c in captures.values()}:
+            listed.append(f"{capture}/2025/01/02/03/")
+            reads.append(f"{capture}/2025/01/02/03/12-34-56-789-abcd.jsonl")
+        truth = env.get("BINCOUNT_GROUND_TRUTH_URI")
+        if truth:
+            listed.append(f"{truth.rstrip('/')}/2025/01/02/")
+            reads.append(f"{truth.rstrip('/')}/2025/01/02/03/labels.jsonl")
+        for uri in reads:
+            needs.append(_need("monitor", "s3:GetObject", s3_object(uri), why))
+        for uri in listed:
+            needs.append(
+                _need("monitor", "s3:ListBucket", s3_bucket(uri), why, **{"s3:prefix": s3_key(uri)})
+            )
+        output = definition["MonitoringOutputConfig"]
+        for out in output["MonitoringOutputs"]:
+            report = f"{out['S3Output']['S3Uri'].rstrip('/')}/{endpoint}/{name}/2025/01/02/03/"
+            for file in ("statistics.json", "constraint_violations.json", "report.png"):
+                needs.append(_need("monitor", "s3:PutObject", s3_object(report + file), why))
+        if output.get("KmsKeyId"):
+            key = output["KmsKeyId"]
+            needs.append(_need("monitor", "kms:GenerateDataKey", key, f"{why}: encrypted reports"))
+            needs.append(_need("monitor", "kms:Decrypt", key, f"{why}: encrypted capture"))
+        needs += _image_pull("monitor", definition["MonitoringAppSpecification"]["ImageUri"], why)
+        group = "/aws/sagemaker/ProcessingJobs"
+        stream = "model-monitoring-202501020300-0a1b2c3d/algo-1-1700000000"
+        needs += [
+            _need("monitor", "logs:CreateLogGroup", arns.log_group(group), why),
+            _need("monitor", "logs:CreateLogStream", arns.log_stream(group, stream), why),
+            _need("monitor", "logs:PutLogEvents", arns.log_stream(group, stream), why),
+            _need(
+                "monitor",
+                "cloudwatch:PutMetricData",
+                "*",
+                why,
+                **{"cloudwatch:namespace": "aws/sagemaker/Endpoints/data-metrics"},
+            ),
+        ]
     return needs
 
 
@@ -390,7 +517,7 @@ def _an_object(uri: str) -> str:
     last = uri.rstrip("/").rsplit("/", 1)[-1]
     if "." in last and not uri.endswith("/"):
         return uri
-    return uri.rstrip("/") + "/algo-1-00000.npz"
+    return uri.rstrip("/") + "/algo-1-00000.images.npy"
 
 
 def _image_pull(principal: str, image: str, why: str) -> list[Need]:

@@ -27,9 +27,8 @@ from iam_requirements import (
     pipeline_needs,
     s3_call_needs,
 )
-from moto import mock_aws
 from pipeline_requests import parameter_assignments, step_requests, steps_in_order
-from recording_clients import Call, record_botocore_calls
+from recording_clients import Call
 
 ARNS = Arns(REGION, ACCOUNT)
 
@@ -150,8 +149,14 @@ def test_the_pipeline_and_job_roles_allow_an_execution(deployed_definition, role
 @pytest.fixture
 def prepare_calls(tmp_path, monkeypatch, stack, no_network) -> list[Call]:
     """processing/prepare.py reading the public dataset's bucket and a file list in the
-    project bucket (moto), every S3 call it makes recorded as the job role's."""
+    project bucket (moto's server on 127.0.0.1), every S3 request it makes recorded as the
+    job role's. Prepare sends plain signed GETs (processing/s3http.py), not boto3 calls, so
+    its two operations are recorded where they are made: S3Http.get is GetObject,
+    S3Http.list_page is ListObjectsV2 (checked against botocore's S3 model like any call)."""
     import prepare
+    import s3http
+    from moto.server import ThreadedMotoServer
+    from service_model import validate
     from synthetic import generate
 
     monkeypatch.setenv("SM_RESOURCE_CONFIG_PATH", str(tmp_path / "no-resource-config.json"))
@@ -159,8 +164,33 @@ def prepare_calls(tmp_path, monkeypatch, stack, no_network) -> list[Call]:
     project_bucket = stack.ref(stack.logical_id("StorageData", "AWS::S3::Bucket"))
     list_key = "bincount/file-lists/list.json"
     calls: list[Call] = []
-    with mock_aws():
-        s3 = boto3.client("s3", region_name=REGION)
+
+    def record(operation: str, params: dict) -> None:
+        validate("s3", operation, params)
+        calls.append(Call("s3", operation, params, "job"))
+
+    real_get, real_list = s3http.S3Http.get, s3http.S3Http.list_page
+
+    def get(self, key, if_none_match=None):
+        params = {"Bucket": self.bucket, "Key": key}
+        record("GetObject", {**params, **({"IfNoneMatch": if_none_match} if if_none_match else {})})
+        return real_get(self, key, if_none_match)
+
+    def list_page(self, prefix, token=None, start_after=None, max_keys=None):
+        params = {"Bucket": self.bucket, "Prefix": prefix, "ContinuationToken": token,
+                  "StartAfter": start_after, "MaxKeys": max_keys}  # fmt: skip
+        record("ListObjectsV2", {k: v for k, v in params.items() if v is not None})
+        return real_list(self, prefix, token, start_after, max_keys)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
         for bucket in ("aft-vbi-pds", project_bucket):
             s3.create_bucket(Bucket=bucket)
         for path in sorted(dataset.root.rglob("*")):
@@ -170,16 +200,21 @@ def prepare_calls(tmp_path, monkeypatch, stack, no_network) -> list[Call]:
         s3.put_object(
             Bucket=project_bucket, Key=list_key, Body=(tmp_path / "list.json").read_bytes()
         )
-        with record_botocore_calls(calls, caller="job"):
-            for file_list in (f"s3://{project_bucket}/{list_key}", "scan"):
-                out = tmp_path / f"out-{len(calls)}"
-                argv = [
-                    "--source", "s3://aft-vbi-pds", "--file-list", file_list,
-                    "--min-count", "1", "--max-count", "5", "--per-class-cap", "0",
-                    "--val-ratio", "0.2", "--test-ratio", "0.2", "--image-size", "16",
-                    "--shard-size", "8", "--workers", "2", "--output-dir", str(out),
-                ]  # fmt: skip
-                assert prepare.main(argv) in (0, None)
+        monkeypatch.setattr(s3http.S3Http, "get", get)
+        monkeypatch.setattr(s3http.S3Http, "list_page", list_page)
+        for file_list in (f"s3://{project_bucket}/{list_key}", "scan"):
+            out = tmp_path / f"out-{len(calls)}"
+            argv = [
+                "--source", "s3://aft-vbi-pds", "--file-list", file_list,
+                "--min-count", "1", "--max-count", "5", "--per-class-cap", "0",
+                "--val-ratio", "0.2", "--test-ratio", "0.2", "--image-size", "16",
+                "--shard-size", "8", "--workers", "2", "--output-dir", str(out),
+                "--processes", "1",  # in this process, where the calls are recorded
+                "--validate-metadata",  # every kind of object the job may read
+            ]  # fmt: skip
+            assert prepare.main(argv) in (0, None)
+    finally:
+        server.stop()
     return calls
 
 

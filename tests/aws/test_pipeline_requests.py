@@ -174,7 +174,9 @@ def test_parameter_values_reach_the_requests(builds):
     values = {name: p["DefaultValue"] for name, p in declared.items()} | {"Architecture": other}
     requests = {r.step: r for r in step_requests(definition, values, build.region, ACCOUNT)}
     assert requests["Train"].params["HyperParameters"]["arch"] == other
-    assert requests["Register"].params["CustomerMetadataProperties"] == {"architecture": other}
+    metadata = requests["Register"].params["CustomerMetadataProperties"]
+    assert metadata["architecture"] == other
+    assert metadata["evaluation_report"].endswith("/Evaluate/report.html")
     model = requests["Register"].params["InferenceSpecification"]["Containers"][0]
     assert model["ModelDataUrl"].endswith(
         "/pipelines-a1b2c3d4e5f6-Train-1a2B3c4D5e/output/model.tar.gz"

@@ -14,14 +14,15 @@ import json
 import pytest
 from PIL import Image
 
-from pipeline.local import cli
+from pipeline.local import cli, stages
 from pipeline.local.runner import ExecutionFailed
 from pipeline.local.store import HOME_ENV
 from pipeline.local.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
-ENDPOINT = "e2e"
+# The Deploy step names no endpoint: the local deployer serves the first stage's.
+ENDPOINT = stages.STAGES[0].endpoint_name
 JOB_STEPS = ("Prepare", "Train", "Evaluate")
 
 
@@ -52,7 +53,6 @@ def params(ws, **changes) -> dict:
         "FileListUri": str(dataset / "file_list.json"),
         "AccuracyThreshold": 0.0,
         "ModelApprovalStatus": "Approved",
-        "EndpointName": ENDPOINT,
         # A 50-image dataset: the split minimums are for real runs.
         "MinTrainImages": 1,
         "MinValidationImages": 1,

@@ -46,7 +46,6 @@ def ws(tmp_path_factory):
                 "MinTrainImages": 1,
                 "MinValidationImages": 1,
                 "MinTestImages": 1,
-                "EndpointName": STAGING.endpoint_name,
                 **changes,
             }
             return workspace.runner(echo=lambda line: None).run(definition, parameters)

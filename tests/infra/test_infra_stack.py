@@ -452,7 +452,12 @@ def test_code_is_uploaded_to_the_keys_the_definition_names(resources, cloud_asse
     # Each code key or prefix the definition names is there, and nothing else is.
     for key in named:
         assert any(u == key or u.startswith(key.rstrip("/") + "/") for u in uploaded), key
-    for key in uploaded:
+    weights = f"{ENV.s3_prefix}/weights/"  # the Train channel's folders, named by parameter
+    assert {k for k in uploaded if k.startswith(weights)} == {
+        f"{weights}imagenet/README.txt",
+        f"{weights}none/README.txt",
+    }
+    for key in uploaded - {k for k in uploaded if k.startswith(weights)}:
         assert any(key == n or key.startswith(n.rstrip("/") + "/") for n in named), key
 
 

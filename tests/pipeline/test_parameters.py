@@ -3,6 +3,7 @@ starts: one rule table (pipeline.parameters.RULES), held to the definition it ch
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,11 +67,6 @@ def test_the_scripts_defaults_are_the_pipelines():
         ("MinTrainImages", "0", "parameter MinTrainImages must be at least 1"),
         ("MinValidationImages", "0", "parameter MinValidationImages must be at least 1"),
         ("MinTestImages", "0", "parameter MinTestImages must be at least 1"),
-        ("EndpointName", "bin_count", "parameter EndpointName must match"),
-        ("EndpointName", "-bincount", "letters, digits and hyphens"),
-        ("EndpointName", "bincount-", "parameter EndpointName must match"),
-        ("EndpointName", "", "parameter EndpointName must match"),
-        ("EndpointName", "b" * 64, "parameter EndpointName must match"),
     ],
 )
 def test_out_of_range_values_are_refused_by_start_run_and_the_runner(
@@ -95,9 +91,6 @@ def test_out_of_range_values_are_refused_by_start_run_and_the_runner(
         ("AccuracyThreshold", "1"),
         ("PerClassCap", "0"),
         ("MinTestImages", "1"),
-        ("EndpointName", "bincount-dev"),
-        ("EndpointName", "a--b"),
-        ("EndpointName", "b" * 63),
     ],
 )
 def test_values_at_the_edges_are_accepted(definition, name, value):
@@ -137,3 +130,28 @@ def test_python_m_pipeline_run_refuses_zero_epochs(tmp_path):
     ]
     assert "Traceback" not in done.stderr
     assert not (home / "executions").exists() or not any((home / "executions").iterdir())
+
+
+def test_every_parameter_is_documented_and_the_readme_table_is_current(definition):
+    table = parameters.describe(definition["Parameters"])
+    assert table.count("\n") == len(definition["Parameters"]) + 2
+    assert set(parameters.DOCS) == {p["Name"] for p in definition["Parameters"]}
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    begin, end = "<!-- parameters:begin -->\n", "<!-- parameters:end -->"
+    printed = readme[readme.index(begin) + len(begin) : readme.index(end)]
+    assert printed == table, "README.md Parameters: paste `python -m pipeline.parameters` again"
+
+
+def test_an_undocumented_parameter_is_refused_by_name():
+    with pytest.raises(ValueError, match="parameter Mystery has no entry"):
+        parameters.describe([{"Name": "Mystery", "Type": "String", "DefaultValue": "x"}])
+
+
+def test_parameters_cli_prints_a_definition_table_and_names_a_bad_file(tmp_path, capsys):
+    path = tmp_path / "definition.json"
+    path.write_text(json.dumps({"Parameters": [{"Name": "Epochs", "Type": "Integer",
+                                                "DefaultValue": 3}]}))  # fmt: skip
+    assert parameters.main([str(path)]) == 0
+    assert "| `Epochs` | Integer | `3` | >= 1, <= 1000 |" in capsys.readouterr().out
+    assert parameters.main([str(tmp_path / "missing.json")]) == 1
+    assert "missing.json" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import UTC, datetime
 
@@ -14,6 +15,9 @@ from pipeline.cli import CliError, declared_parameters, main, parse_parameter_ov
 from pipeline.settings import Settings
 
 REGION = "us-east-1"
+# What the dev stack names its pipeline (cdk.json's default environment): the default of
+# `start` and `status`.
+PIPELINE = "bincount-dev"
 
 
 @pytest.fixture
@@ -21,7 +25,7 @@ def sagemaker_with_pipeline(built):
     with mock_aws():
         client = boto3.client("sagemaker", region_name=REGION)
         client.create_pipeline(
-            PipelineName=Settings().pipeline_name,
+            PipelineName=PIPELINE,
             PipelineDefinition=built.definition,
             RoleArn=Settings().role_arn,
         )
@@ -30,10 +34,10 @@ def sagemaker_with_pipeline(built):
 
 def test_sagemaker_accepts_the_definition_and_an_execution_with_overrides(sagemaker_with_pipeline):
     client = sagemaker_with_pipeline
-    described = client.describe_pipeline(PipelineName="bincount")
+    described = client.describe_pipeline(PipelineName=PIPELINE)
     assert json.loads(described["PipelineDefinition"])["Steps"][0]["Name"] == "Prepare"
     arn = client.start_pipeline_execution(
-        PipelineName="bincount",
+        PipelineName=PIPELINE,
         PipelineParameters=[{"Name": "Epochs", "Value": "2"}],
     )["PipelineExecutionArn"]
     assert client.describe_pipeline_execution(PipelineExecutionArn=arn)["PipelineArn"]
@@ -70,19 +74,26 @@ def test_cli_start_rejects_bad_parameters_before_calling_start(
 ):
     assert main(["start", "--region", REGION, "--param", param]) == 2
     assert message in capsys.readouterr().err
-    executions = sagemaker_with_pipeline.list_pipeline_executions(PipelineName="bincount")
+    executions = sagemaker_with_pipeline.list_pipeline_executions(PipelineName=PIPELINE)
     assert executions["PipelineExecutionSummaries"] == []
 
 
 def test_cli_start_names_a_missing_pipeline(capsys):
+    # A missing resource is a runtime failure (1), not a usage error (2).
     with mock_aws():
-        assert main(["start", "--region", REGION, "--pipeline-name", "nope"]) == 2
-    assert "nope" in capsys.readouterr().err
+        assert main(["start", "--region", REGION, "--pipeline-name", "nope"]) == 1
+        err = capsys.readouterr().err
+        assert "'nope' in us-east-1" in err and "Traceback" not in err
+        # --env prod: the prod stack's pipeline, in cdk.json's region.
+        assert main(["start", "--env", "prod"]) == 1
+        assert "'bincount-prod' in us-east-1" in capsys.readouterr().err
+        assert main(["start", "--env", "nope"]) == 2
+        assert "'nope' is not one of" in capsys.readouterr().err
 
 
 def test_cli_status_lists_each_step_of_the_newest_execution(sagemaker_with_pipeline, capsys):
     client = sagemaker_with_pipeline
-    arn = client.start_pipeline_execution(PipelineName="bincount")["PipelineExecutionArn"]
+    arn = client.start_pipeline_execution(PipelineName=PIPELINE)["PipelineExecutionArn"]
     steps = [
         {"StepName": "Prepare", "StepStatus": "Succeeded", "StartTime": datetime.now(UTC)},
         {"StepName": "Train", "StepStatus": "Failed", "FailureReason": "CapacityError: no g4dn"},
@@ -106,12 +117,13 @@ def test_cli_status_lists_each_step_of_the_newest_execution(sagemaker_with_pipel
     out = capsys.readouterr().out.splitlines()
     assert asked == [arn]
     assert out[0].startswith(arn)
-    assert out[1].split() == ["Prepare", "Succeeded"]
-    assert out[2].split()[:2] == ["Train", "Failed"] and "CapacityError: no g4dn" in out[2]
+    assert out[1].split() == ["STEP", "STATUS"]
+    assert out[2].split() == ["Prepare", "Succeeded"]
+    assert out[3].split()[:2] == ["Train", "Failed"] and "CapacityError: no g4dn" in out[3]
 
 
 def test_cli_status_without_executions_says_so(sagemaker_with_pipeline, capsys):
-    assert main(["status", "--region", REGION]) == 2
+    assert main(["status", "--region", REGION]) == 1
     assert "has no executions yet" in capsys.readouterr().err
 
 
@@ -204,12 +216,24 @@ def test_aws_errors_are_error_lines(capsys, monkeypatch):
     with mock_aws():
         # ClientError from a paginated call (status of an unknown execution).
         arn = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/bincount/execution/nope"
-        assert main(["status", "--region", REGION, arn]) == 2
+        assert main(["status", "--region", REGION, arn]) == 1
         assert capsys.readouterr().err.startswith("error: ")
-        # NoRegionError on --aws.
-        assert main(["models", "list", "--aws"]) == 2
+        # No AWS config and no --region: cdk.json's region for the environment.
+        assert main(["models", "list", "--aws", "--env", "dev"]) == 0
+        assert "bincount-dev" in capsys.readouterr().out
+        # An environment without a region and no AWS config: a usage error naming the fix.
+        from pipeline.cli_support import NO_REGION
+
+        def no_region(args):
+            from botocore.exceptions import NoRegionError
+
+            raise NoRegionError()
+
+        from pipeline.cli_support import run_command
+
+        assert run_command(argparse.Namespace(func=no_region)) == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and "region" in err.lower()
+        assert err == f"error: {NO_REGION}\n" and "AWS_DEFAULT_REGION" in err
 
 
 class _PagedSageMaker:
@@ -237,9 +261,9 @@ class _PagedSageMaker:
 
 
 def test_live_arns_reads_every_page_and_skips_only_client_errors():
-    from pipeline.local.cli import _live_arns
+    from pipeline.local.listings import live_arns
 
-    assert _live_arns(_PagedSageMaker()) == {
+    assert live_arns(_PagedSageMaker()) == {
         "package-of-arn:first-config": ["first"],
         "package-of-arn:second-config": ["second"],
     }
@@ -249,4 +273,4 @@ def test_live_arns_reads_every_page_and_skips_only_client_errors():
             raise KeyError("a bug, not an AWS answer")
 
     with pytest.raises(KeyError):
-        _live_arns(Broken())
+        live_arns(Broken())

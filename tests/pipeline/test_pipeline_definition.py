@@ -24,7 +24,8 @@ PARAMETERS = {
     "ProcessingInstanceType", "ProcessingInstanceCount", "TrainingInstanceType",
     "TrainingInstanceCount", "Epochs", "LearningRate", "BatchSize", "ImageSize", "Architecture",
     "SourceUri", "FileListUri", "PerClassCap", "AccuracyThreshold", "ModelApprovalStatus",
-    "EndpointName", "MinTrainImages", "MinValidationImages", "MinTestImages", "MaxSkipFraction",
+    "MinTrainImages", "MinValidationImages", "MinTestImages", "MaxSkipFraction",
+    "PretrainedWeights",
 }  # fmt: skip
 EXECUTION_VARIABLES = {
     "ExecutionId", "PipelineExecutionId", "PipelineExecutionArn", "PipelineName", "PipelineArn",
@@ -162,6 +163,7 @@ def test_scripts_get_exactly_the_contract_arguments(definition):
     assert flags("Evaluate") == {
         "--model-dir": "/opt/ml/processing/model",
         "--test-dir": "/opt/ml/processing/test",
+        "--report-dir": "/opt/ml/processing/report",
         "--output-dir": "/opt/ml/processing/evaluation",
         "--min-test-images": {
             "Std:Join": {"On": "", "Values": [{"Get": "Parameters.MinTestImages"}]}
@@ -181,10 +183,15 @@ def test_training_hyperparameters_channels_and_metrics(definition):
     assert hyper["sagemaker_program"] == "train.py"
     assert hyper["sagemaker_submit_directory"].endswith("/sourcedir.tar.gz")
     assert all(isinstance(v, (str, dict)) for v in hyper.values())
-    assert [c["ChannelName"] for c in args["InputDataConfig"]] == ["train", "validation"]
+    assert [c["ChannelName"] for c in args["InputDataConfig"]] == [
+        "train",
+        "validation",
+        "weights",
+    ]
+    assert hyper["pretrained"] == {"Get": "Parameters.PretrainedWeights"}
     line = (
         "epoch=3 train_loss=0.8123 train_acc=0.6512 val_loss=0.7012 val_acc=0.7034 "
-        "val_mae=0.3312 lr=0.000412 images_per_s=812.3"
+        "val_mae=0.3312 lr=0.000412 images_per_s=812.3 data_wait_s=0.04"
     )
     found = {
         m["Name"]: float(re.search(m["Regex"], line)[1])
@@ -264,9 +271,31 @@ def test_register_and_deploy(definition):
     assert deploy["FunctionArn"] == Settings().deployer_function_arn
     assert deploy["Arguments"] == {
         "model_package_arn": {"Get": "Steps.Register.ModelPackageArn"},
-        "endpoint_name": {"Get": "Parameters.EndpointName"},
     }
     assert {o["OutputName"] for o in deploy["OutputParameters"]} == {"status", "endpoint_name"}
+
+
+def test_every_step_has_a_display_name_and_description_within_sagemakers_limits(definition):
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    limits = {
+        "DisplayName": model.shape_for("StepDisplayName").metadata["max"],
+        "Description": model.shape_for("StepDescription").metadata["max"],
+    }
+    steps = list(all_steps(definition))
+    assert {s["Name"] for s in steps} == {
+        "Prepare", "Train", "Evaluate", "QualityGate", "QualityGateFailed", "Register", "Deploy",
+    }  # fmt: skip
+    names = set()
+    for s in steps:
+        for field, limit in limits.items():
+            assert isinstance(s.get(field), str) and 0 < len(s[field]) <= limit, (s["Name"], field)
+        names.add(s["DisplayName"])
+    assert len(names) == len(steps), "two steps share a display name"
+
+
+def test_deploy_names_no_endpoint_the_stage_deployer_owns_it(definition):
+    assert "EndpointName" not in {p["Name"] for p in definition["Parameters"]}
+    assert "Parameters.EndpointName" not in json.dumps(definition)
 
 
 # `python -m pipeline definition` behind a socket guard: no connection, no name lookup.
@@ -427,6 +456,7 @@ def test_isolated_training_gets_its_code_as_an_input_channel(tmp_path):
     assert [c["ChannelName"] for c in plain["Arguments"]["InputDataConfig"]] == [
         "train",
         "validation",
+        "weights",
     ]
 
 
@@ -446,9 +476,13 @@ def test_registered_types_follow_the_endpoint_type(tmp_path):
 
 def test_register_records_the_architecture_parameter_and_cpu_only_types(definition):
     args = step(definition, "Register")["Arguments"]
-    assert args["CustomerMetadataProperties"] == {
-        "architecture": {"Get": "Parameters.Architecture"}
-    }
+    metadata = args["CustomerMetadataProperties"]
+    assert metadata["architecture"] == {"Get": "Parameters.Architecture"}
+    # The report page beside evaluation.json, so an approver finds it with the version.
+    report = metadata.pop("evaluation_report")["Std:Join"]
+    evaluation = args["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]["Std:Join"]
+    assert report == {"On": "/", "Values": [*evaluation["Values"][:-1], "report.html"]}
+    assert set(metadata) == {"architecture"}
     spec = args["InferenceSpecification"]
     realtime = spec["SupportedRealtimeInferenceInstanceTypes"]
     # The image is the CPU inference image: no GPU types.
@@ -475,3 +509,17 @@ def test_a_default_the_checker_would_refuse_never_reaches_a_definition(tmp_path)
     bad = settings.replace(defaults=replace(settings.defaults, epochs=0))
     with pytest.raises(ValueError, match="default of parameter Epochs must be at least 1"):
         build(bad)
+
+
+def test_packaging_sits_below_the_definition():
+    """packaging never imports the definition (at module level or inside a function)."""
+    import ast
+
+    tree = ast.parse((REPO / "pipeline" / "packaging.py").read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {name for name in imported if name and name.startswith("pipeline.definition")}

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pipeline_json import walk
 
-from pipeline.packaging import code_archive, pack, stage_files, write_staged
+from pipeline.definition import stage_files
+from pipeline.packaging import code_archive, pack, write_staged
 from pipeline.settings import Settings
 
 
@@ -88,7 +89,13 @@ def test_every_code_uri_in_the_definition_is_staged(built, tmp_path):
     # Nothing staged that the definition does not point at (besides the archives' prefixes).
     staged = {f"s3://{p.relative_to(root).as_posix()}" for p in root.rglob("*") if p.is_file()}
     pointed = {u + "sourcedir.tar.gz" if u.endswith("/") else u for u in code_uris}
-    assert staged == pointed
+    # Besides the code: the weights channel's READMEs (its prefix is a parameter's choice).
+    weights = {u for u in staged if "/weights/" in u}
+    assert {u.rsplit("/weights/", 1)[1] for u in weights} == {
+        "imagenet/README.txt",
+        "none/README.txt",
+    }
+    assert staged - weights == pointed
 
 
 def test_archive_modes_follow_the_x_bits_not_the_packing_user(tmp_path, monkeypatch):

@@ -40,9 +40,9 @@ def read_manifest(output: Path) -> dict[str, tuple[int, str]]:
     rows: dict[str, tuple[int, str]] = {}
     for path in sorted((output / "report").glob("manifest-*.csv")):
         lines = path.read_text(encoding="utf-8").splitlines()
-        assert lines[0] == "id,label,split"
+        assert lines[0] == "id,label,split,bytes,width,height"
         for line in lines[1:]:
-            image_id, label, split = line.split(",")
+            image_id, label, split = line.split(",")[:3]
             assert image_id not in rows, f"{image_id} appears twice"
             rows[image_id] = (int(label), split)
     return rows

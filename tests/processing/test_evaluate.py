@@ -21,7 +21,7 @@ from evaluate import (
     majority_baseline,
     wilson_interval,
 )
-from shard_factory import write_shards
+from shard_factory import write_shard, write_shards
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = [1, 2, 3, 4, 5]
@@ -138,6 +138,29 @@ def test_runs_as_the_processing_job_runs_it(tmp_path: Path):
     assert (tmp_path / "out" / "evaluation.json").is_file()
 
 
+def test_every_prepare_hosts_report_merges_into_one_stats_json(tmp_path: Path, capsys):
+    model_input = packaged_model(tmp_path)
+    test_dir = write_shards(tmp_path / "test", n=20, size=32, seed=4)
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    for host, usable in (("algo-1", 12), ("algo-2", 8)):
+        stats = {"host": host, "hosts": 2, "image_size": 32, "usable": usable,
+                 "counts": {"test": {"1": usable}}, "seconds": {"total": usable / 4}}  # fmt: skip
+        (report_dir / f"stats-{host}.json").write_text(json.dumps(stats))
+    args = ["--model-dir", str(model_input), "--test-dir", str(test_dir), "--report-dir",
+            str(report_dir), "--output-dir", str(tmp_path / "out"),
+            "--min-test-images", "20"]  # fmt: skip
+    assert main(args) == 0
+    merged = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert merged["usable"] == 20 and merged["counts"] == {"test": {"1": 20}}
+    assert merged["seconds"] == {"total": 3.0} and merged["host_names"] == ["algo-1", "algo-2"]
+
+    (report_dir / "stats-algo-2.json").unlink()  # a host's report lost: no partial totals
+    assert main([*args[:-4], "--output-dir", str(tmp_path / "again"), *args[-2:]]) == 2
+    assert "a host's report is missing" in capsys.readouterr().err
+    assert not (tmp_path / "again" / "evaluation.json").exists()
+
+
 def test_missing_test_split_is_named(tmp_path: Path, capsys):
     model_input = packaged_model(tmp_path)
     code = main(
@@ -182,11 +205,8 @@ def test_labels_outside_the_model_counts_are_named(tmp_path: Path, capsys):
     model_input = packaged_model(tmp_path)
     test_dir = tmp_path / "test"
     test_dir.mkdir()
-    np.savez(
-        test_dir / "algo-1-00000.npz",
-        images=np.zeros((2, 32, 32, 3), np.uint8),
-        labels=np.array([3, 7]),
-        ids=np.array(["a", "b"]),
+    write_shard(
+        test_dir / "algo-1-00000", np.zeros((2, 32, 32, 3), np.uint8), np.array([3, 7]), ["a", "b"]
     )
     code = main(
         ["--model-dir", str(model_input), "--test-dir", str(test_dir),

@@ -1,7 +1,8 @@
-"""Prepare end to end through its real main(): local folders and a moto S3 bucket."""
+"""Prepare end to end through its real main(): local folders and an S3 over HTTP."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -11,16 +12,38 @@ import numpy as np
 import prepare
 import pytest
 from prepare_testing import BUCKET, prepare_args, read_manifest, read_skipped, read_stats
+from shard_factory import read_split, shard_stems
+from shards import read_shard
 from synthetic import generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
+from prepare_fault_server import FaultyS3
 
 PREPARE = str(Path(prepare.__file__))
 
 
 def load_split(output: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    shards = [np.load(p) for p in sorted((output / split).glob("*.npz"))]
-    if not shards:
-        return np.empty((0, 32, 32, 3), np.uint8), np.empty(0, np.int64), np.empty(0, str)
-    return tuple(np.concatenate([s[k] for s in shards]) for k in ("images", "labels", "ids"))
+    return read_split(output / split)
+
+
+def manifest_rows(output: Path) -> dict[str, dict[str, str]]:
+    rows = {}
+    for path in sorted((output / "report").glob("manifest-*.csv")):
+        with open(path, newline="", encoding="utf-8") as f:
+            rows.update({row["id"]: row for row in csv.DictReader(f)})
+    return rows
+
+
+@pytest.fixture
+def s3_data(small_dataset, monkeypatch):
+    """The small dataset under `data/` of a bucket served over HTTP on 127.0.0.1 (the
+    reliability tests' S3, here without faults; stdlib only, so it runs in the container
+    suite too), its list beside it."""
+    with FaultyS3.from_folder(BUCKET, small_dataset.root, prefix="data/") as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        yield server
 
 
 def all_files(root: Path) -> list[str]:
@@ -30,7 +53,8 @@ def all_files(root: Path) -> list[str]:
 def test_local_folder_gives_the_data_contract(small_dataset, single_host):
     out = single_host / "out"
     root = small_dataset.root
-    assert prepare.main(prepare_args(str(root), str(root / "file_list.json"), out)) == 0
+    args = prepare_args(str(root), str(root / "file_list.json"), out)
+    assert prepare.main([*args, "--validate-metadata"]) == 0
 
     expected = dict(zip(small_dataset.ids, small_dataset.labels, strict=True))
     manifest = read_manifest(out)
@@ -43,7 +67,8 @@ def test_local_folder_gives_the_data_contract(small_dataset, single_host):
         for image_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
             assert manifest[image_id] == (label, split)
             seen[image_id] = label
-        assert all(len(np.load(p)["ids"]) <= 8 for p in (out / split).glob("*.npz"))
+        stems = shard_stems(out / split)
+        assert stems and all(len(read_shard(stem)[1]) <= 8 for stem in stems)
     assert seen == expected
 
     skipped = read_skipped(out)
@@ -55,10 +80,19 @@ def test_local_folder_gives_the_data_contract(small_dataset, single_host):
     stats = read_stats(out)
     assert stats["usable"] == 30 and stats["assigned"] == 36
     assert stats["skipped"] == {"corrupt_image": 2, "missing_metadata": 2, "truncated_image": 2}
+    assert stats["processes"] == 2 and stats["validate_metadata"]
     per_class = {
         c: sum(stats["counts"][s].get(str(c), 0) for s in stats["counts"]) for c in range(1, 6)
     }
     assert per_class == dict.fromkeys(range(1, 6), 6)
+    # The original JPEG's bytes and sides, for the monitoring baseline.
+    from PIL import Image
+
+    for image_id, row in manifest_rows(out).items():
+        photo = root / "bin-images" / f"{image_id}.jpg"
+        with Image.open(photo) as original:
+            assert (int(row["width"]), int(row["height"])) == original.size
+        assert int(row["bytes"]) == photo.stat().st_size
     assert stats["bytes_downloaded"] > 0 and stats["images_per_s"] > 0
     assert set(stats["seconds"]) >= {"select", "fetch_decode_write"}
     # Nothing half-written or staged is left behind.
@@ -78,16 +112,34 @@ def test_images_are_the_decoded_photos(small_dataset, single_host):
     assert np.abs(images[0].astype(np.float32) - reference).mean() < 12
 
 
-def test_s3_source_with_an_s3_file_list(s3_bucket, single_host):
+def test_s3_source_with_an_s3_file_list(s3_data, single_host, small_dataset):
     out = single_host / "out"
     args = prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out)
-    prepare.main(args)
+    prepare.main([*args, "--validate-metadata"])
     stats = read_stats(out)
     assert stats["usable"] == 30 and sum(stats["skipped"].values()) == 6
-    assert read_skipped(out)
+    assert set(read_skipped(out)) == set(small_dataset.bad_ids())
+    # Two requests an image (metadata, image; none for an image without metadata), plus the
+    # bucket check; the list is read before the job's counters start.
+    assert stats["requests"] == 2 * 36 - 2 + 1
 
 
-def test_scan_over_s3_with_a_cap(s3_bucket, single_host, small_dataset):
+def test_a_list_s_labels_are_trusted_unless_validation_is_asked_for(
+    s3_data, single_host, small_dataset
+):
+    """Without --validate-metadata no metadata is read: one GET an image, the list's labels."""
+    out = single_host / "out"
+    prepare.main(prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out))
+    stats = read_stats(out)
+    assert stats["requests"] == 36 + 1 and not stats["validate_metadata"]
+    assert stats["relabelled_from_metadata"] == 0
+    # The images without metadata are delivered under the list's label; bad JPEGs still skip.
+    delivered = read_manifest(out)
+    assert set(small_dataset.missing_metadata) <= set(delivered)
+    assert set(read_skipped(out)) == {*small_dataset.corrupt, *small_dataset.truncated}
+
+
+def test_scan_over_s3_with_a_cap(s3_data, single_host, small_dataset):
     out = single_host / "out"
     prepare.main(prepare_args(f"s3://{BUCKET}/data/", "scan", out, per_class_cap=4))
     manifest = read_manifest(out)
@@ -99,96 +151,75 @@ def test_scan_over_s3_with_a_cap(s3_bucket, single_host, small_dataset):
     assert not set(read_skipped(out)) & set(small_dataset.missing_metadata)
 
 
-def test_throttling_and_server_errors_are_retried_and_nothing_is_lost(
-    s3_bucket, single_host, small_dataset, monkeypatch
+def test_one_process_and_several_give_identical_outputs(small_dataset, single_host):
+    root = small_dataset.root
+    outputs = []
+    for processes in (1, 3):
+        out = single_host / f"out-{processes}"
+        args = prepare_args(str(root), str(root / "file_list.json"), out, processes=processes)
+        prepare.main([*args, "--validate-metadata"])
+        assert read_stats(out)["processes"] == processes
+        outputs.append(out)
+    one, several = outputs
+    files = [f for f in all_files(one) if not f.startswith("report/stats")]
+    assert files == [f for f in all_files(several) if not f.startswith("report/stats")]
+    for name in files:
+        assert (one / name).read_bytes() == (several / name).read_bytes(), name
+
+
+def test_scan_is_split_across_hosts_reading_only_each_share(tmp_path, monkeypatch):
+    """Each host reads only the metadata it owns; the hosts' outputs make up one host's, and
+    a cap is shared out so that the classes hold exactly the cap in all."""
+    root = tmp_path / "data"
+    generate(root, per_class=12, seed=4)
+    monkeypatch.setenv("SM_RESOURCE_CONFIG_PATH", str(tmp_path / "none.json"))
+    prepare.main(prepare_args(str(root), "scan", tmp_path / "single"))
+    single = read_manifest(tmp_path / "single")
+    hosts = ["algo-1", "algo-2", "algo-3"]
+    reads = {}
+    for cap, shared in ((0, tmp_path / "shared"), (7, tmp_path / "capped")):
+        for host in hosts:
+            config = tmp_path / f"{host}.json"
+            config.write_text(json.dumps({"current_host": host, "hosts": hosts}))
+            monkeypatch.setenv("SM_RESOURCE_CONFIG_PATH", str(config))
+            prepare.main(prepare_args(str(root), "scan", shared, per_class_cap=cap))
+            stats = read_stats(shared, host)
+            if not cap:
+                reads[host] = stats["assigned"]
+    assert read_manifest(tmp_path / "shared") == single
+    assert sum(reads.values()) == 60 and max(reads.values()) < 60
+    # The hosts' reports merge into one execution's (Evaluate's check: `selected` agrees).
+    from prepare_stats import merge_host_stats
+
+    merged = merge_host_stats(tmp_path / "shared" / "report")
+    assert merged["selected"] == 60 and merged["assigned"] == 60 and merged["usable"] == 60
+    capped = [label for label, _ in read_manifest(tmp_path / "capped").values()]
+    assert all(capped.count(c) == 7 for c in range(1, 6))
+    assert merge_host_stats(tmp_path / "capped" / "report")["usable"] == 35
+
+
+def test_a_worker_process_killed_fails_the_job_with_the_cause(
+    small_dataset, single_host, monkeypatch
 ):
-    import sources
-    from botocore.awsrequest import AWSResponse
-    from moto.core.botocore_stubber import MockRawResponse
+    import os
+    import signal
 
-    failures: dict[str, int] = {}
-    victims = {f"/bin-images/{i}.jpg" for i in small_dataset.ids[::5]}
-    answers = [
-        (503, b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"),
-        (
-            500,
-            b"<Error><Code>InternalError</Code><Message>We encountered an error.</Message></Error>",
-        ),
-    ]
+    import workers
 
-    def flaky(request, **_):
-        # The first two GETs of some images fail (a throttle, then a 5xx); botocore's own
-        # retry handler must absorb them.
-        if not any(request.url.endswith(v) for v in victims):
-            return None
-        done = failures.get(request.url, 0)
-        if done >= 2:
-            return None
-        failures[request.url] = done + 1
-        status, body = answers[done]
-        return AWSResponse(request.url, status, {}, MockRawResponse(body))
+    real_handle = workers.handle
 
-    real_client = sources.s3_client
+    def dying(fetcher, kind, payload):
+        if kind == workers.FETCH and payload.image_id == small_dataset.ids[5]:
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+        return real_handle(fetcher, kind, payload)
 
-    def client_with_faults(*args, **kwargs):
-        client = real_client(*args, **kwargs)
-        client.meta.events.register_first("before-send.s3.GetObject", flaky)
-        return client
-
-    monkeypatch.setattr(sources, "s3_client", client_with_faults)
+    monkeypatch.setattr(workers, "handle", dying)  # inherited by the forked workers
+    monkeypatch.setattr(workers, "POLL_S", 0.05)
+    root = small_dataset.root
     out = single_host / "out"
-    prepare.main(prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out))
-    assert len(failures) == len(victims) == 6 and set(failures.values()) == {2}
-    stats = read_stats(out)
-    assert stats["usable"] == 30 and "fetch_error" not in stats["skipped"]
-    assert stats["retries"] == 12
-
-
-def _client_answering(monkeypatch, victim_url_end: str, status: int, code: str) -> None:
-    """Every GetObject of the victim is answered `status` with the S3 error `code`."""
-    import sources
-    from botocore.awsrequest import AWSResponse
-    from moto.core.botocore_stubber import MockRawResponse
-
-    def refuse(request, **_):
-        if request.url.endswith(victim_url_end):
-            body = f"<Error><Code>{code}</Code><Message>no</Message></Error>".encode()
-            return AWSResponse(request.url, status, {}, MockRawResponse(body))
-        return None
-
-    real_client = sources.s3_client
-
-    def client_with_fault(*args, **kwargs):
-        client = real_client(*args, **kwargs)
-        client.meta.events.register_first("before-send.s3.GetObject", refuse)
-        return client
-
-    monkeypatch.setattr(sources, "s3_client", client_with_fault)
-
-
-def test_a_forbidden_object_is_skipped_as_forbidden(
-    s3_bucket, single_host, small_dataset, monkeypatch
-):
-    victim = small_dataset.ids[0]
-    _client_answering(monkeypatch, f"/bin-images/{victim}.jpg", 403, "AccessDenied")
-    out = single_host / "out"
-    prepare.main(prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out))
-    assert read_skipped(out)[victim] == "forbidden_image"
-    assert read_stats(out)["usable"] == 29
-
-
-def test_throttling_past_all_retries_fails_the_job_instead_of_skipping(
-    s3_bucket, single_host, small_dataset, monkeypatch
-):
-    victim = small_dataset.ids[3]
-    _client_answering(monkeypatch, f"/bin-images/{victim}.jpg", 503, "SlowDown")
-    out = single_host / "out"
-    args = prepare_args(f"s3://{BUCKET}/data", f"s3://{BUCKET}/data/file_list.json", out)
-    with pytest.raises(
-        SystemExit, match=rf"{victim}\.jpg still failing after 3 attempts.*SlowDown"
-    ):
-        prepare.main([*args, "--max-attempts", "3"])
-    assert not out.exists() or not list(out.rglob("*.npz"))
+    with pytest.raises(SystemExit, match=r"worker process ended .*exit code -9"):
+        prepare.main(prepare_args(str(root), str(root / "file_list.json"), out))
+    assert not out.exists() or not list(out.rglob("*.npy"))
 
 
 def test_three_hosts_share_the_selection_disjointly_and_completely(
@@ -215,7 +246,7 @@ def test_three_hosts_share_the_selection_disjointly_and_completely(
     assert read_manifest(shared) == read_manifest(single)
     assert read_skipped(shared) == read_skipped(single)
     for split in ("train", "validation", "test"):
-        names = [p.name for p in (shared / split).glob("*.npz")]
+        names = [stem.name for stem in shard_stems(shared / split)]
         assert {n.split("-0")[0] for n in names} <= set(hosts)
         _, labels, ids = load_split(shared, split)
         _, labels_one, ids_one = load_split(single, split)
@@ -236,8 +267,10 @@ def test_splits_stay_put_when_images_are_added(tmp_path, single_host):
     # And a rerun is identical, shards byte for byte.
     prepare.main(prepare_args(str(root), "scan", tmp_path / "again"))
     for split in ("train", "validation", "test"):
-        for shard in (tmp_path / "after" / split).glob("*.npz"):
-            assert shard.read_bytes() == (tmp_path / "again" / split / shard.name).read_bytes()
+        parts = list((tmp_path / "after" / split).glob("*.npy"))
+        assert parts
+        for part in parts:
+            assert part.read_bytes() == (tmp_path / "again" / split / part.name).read_bytes()
 
 
 def test_metadata_wins_over_the_list_and_out_of_range_counts_are_skipped(tmp_path, single_host):
@@ -249,7 +282,8 @@ def test_metadata_wins_over_the_list_and_out_of_range_counts_are_skipped(tmp_pat
     listing["5"] = [f"data/metadata/{i}.json" for i in sevens]  # metadata says 7
     listing["9"] = ["data/metadata/404.json"]  # no such image at all
     (tmp_path / "list.json").write_text(json.dumps(listing))
-    prepare.main(prepare_args(str(root), str(tmp_path / "list.json"), tmp_path / "out"))
+    args = prepare_args(str(root), str(tmp_path / "list.json"), tmp_path / "out")
+    prepare.main([*args, "--validate-metadata"])
     manifest = read_manifest(tmp_path / "out")
     assert {i: label for i, (label, _) in manifest.items()} == {twos[0]: 2, twos[1]: 2}
     skipped = read_skipped(tmp_path / "out")
@@ -291,13 +325,13 @@ def test_a_rerun_replaces_this_hosts_files_only(tmp_path, single_host):
     root = tmp_path / "data"
     generate(root, per_class=8, seed=1)
     out = tmp_path / "out"
-    other = out / "train" / "algo-2-00000.npz"
+    other = out / "train" / "algo-2-00000.labels.npy"
     other.parent.mkdir(parents=True)
     other.write_bytes(b"another host's shard")
     prepare.main(prepare_args(str(root), "scan", out, shard_size=4))
-    many = len(list((out / "train").glob("algo-1-*.npz")))
+    many = len(shard_stems(out / "train")) - 1
     prepare.main(prepare_args(str(root), "scan", out, shard_size=64))
-    assert [p.name for p in (out / "train").glob("algo-1-*.npz")] == ["algo-1-00000.npz"]
+    assert [p.name for p in shard_stems(out / "train")] == ["algo-1-00000", "algo-2-00000"]
     assert many > 1 and other.read_bytes() == b"another host's shard"
 
 
@@ -333,3 +367,51 @@ def test_bad_arguments_are_named(tmp_path, single_host, small_dataset, flag, val
     args = prepare_args(str(small_dataset.root), "scan", tmp_path / "out", **{flag: value})
     with pytest.raises(SystemExit, match=message):
         prepare.main(args)
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (from /proc: the container suite has no psutil)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_worker_processes_do_not_outlive_a_killed_job(s3_data, single_host):
+    """SIGKILL on the main process (no cleanup can run): its workers notice and exit."""
+    import os
+    import signal
+    import time
+
+    from prepare_fault_server import FaultPlan
+
+    s3_data.plan = FaultPlan(seed=1, rates={"slowdown": 0.9}, max_faults_per_key=3)
+    listing = f"s3://{BUCKET}/data/file_list.json"
+    args = prepare_args(f"s3://{BUCKET}/data", listing, single_host / "out", processes=2,
+                        workers=2, backoff_seconds=0.3)  # fmt: skip
+    job = subprocess.Popen([sys.executable, PREPARE, *args], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline and job.poll() is None:
+        workers = _children(job.pid)
+        time.sleep(0.05)
+    assert len(workers) == 2 and job.poll() is None, "the job should still be fetching"
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(map(_running, workers)):
+        time.sleep(0.1)
+    assert not [w for w in workers if _running(w)]
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synthetic
 from decoding import decode_image
 from PIL import Image
 from synthetic import REPO_SCRIPT, generate, image_id
@@ -98,3 +99,15 @@ def test_cli_writes_the_dataset_and_a_published_format_file_list(tmp_path: Path)
     assert np.all(
         [(out / "bin-images" / Path(p).with_suffix(".jpg").name).is_file() for p in paths]
     )
+
+
+def test_rendering_on_every_core_writes_the_same_files_as_one_core(tmp_path, monkeypatch):
+    def files(root):
+        return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM", 10**9)
+    one = synthetic.generate(tmp_path / "one", per_class=6, seed=7, corrupt=1, truncated=1)
+    monkeypatch.setattr(synthetic, "PARALLEL_FROM", 1)
+    many = synthetic.generate(tmp_path / "many", per_class=6, seed=7, corrupt=1, truncated=1)
+    assert (many.ids, many.labels, many.corrupt) == (one.ids, one.labels, one.corrupt)
+    assert files(tmp_path / "many") == files(tmp_path / "one")

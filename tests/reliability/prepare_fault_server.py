@@ -1,11 +1,12 @@
 """A fault-injecting S3 endpoint on 127.0.0.1 for Prepare's reliability tests.
 
 A minimal S3 of its own (GetObject with If-None-Match, HeadObject, ListObjectsV2 with
-pagination, path-style) serving one bucket from a dict, so that every fault is exactly the
-one asked for. Which request fails, and how, is decided by a seeded hash of (request target,
-how many times that target was asked before): the same seed gives the same faults whatever
-the threads' interleaving, and at most `max_faults_per_key` faults hit one target, so a
-client that retries enough always gets through. Keys in `forbidden` always answer 403.
+pagination and start-after, path-style) serving one bucket from a dict, so that every fault
+is exactly the one asked for. Which request fails, and how, is decided by a seeded hash of
+(request target, how many times that target was asked before): the same seed gives the same
+faults whatever the threads' interleaving, and at most `max_faults_per_key` faults hit one
+target, so a client that retries enough always gets through. Keys in `forbidden` always
+answer 403.
 
 Faults: `slowdown` (503 SlowDown), `500`, `502` (a proxy's HTML page), `503`
 (ServiceUnavailable), `truncate` (Content-Length of the whole body, half of it sent, then
@@ -183,6 +184,7 @@ class _Handler(BaseHTTPRequestHandler):
         listing = not key
         target = (
             f"LIST {query.get('prefix', [''])[0]} {query.get('continuation-token', [''])[0]}"
+            f" {query.get('start-after', [''])[0]}"
             if listing
             else f"{'HEAD' if head else 'GET'} {key}"
         )
@@ -234,6 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _listing(self, s3: FaultyS3, query: dict) -> bytes:
         prefix = query.get("prefix", [""])[0]
         token = query.get("continuation-token", [""])[0]
+        token = max(token, query.get("start-after", [""])[0])  # both mean "keys after this"
         limit = min(int(query.get("max-keys", ["1000"])[0]), s3.page_size)
         keys = sorted(k for k in s3.objects if k.startswith(prefix) and k > token)
         page, truncated = keys[:limit], len(keys) > limit

@@ -19,6 +19,7 @@ from pathlib import Path
 import prepare
 import pytest
 from prepare_fault_server import FaultPlan, FaultyS3
+from shards import read_shard, shard_stems
 from synthetic import GeneratedDataset, generate
 
 BUCKET = "faulty-bins"
@@ -46,7 +47,9 @@ def serve(dataset: GeneratedDataset, plan: FaultPlan, **kwargs) -> FaultyS3:
     return FaultyS3.from_folder(BUCKET, dataset.root, prefix="data/", plan=plan, **kwargs)
 
 
-def args_for(server: FaultyS3, file_list: str, out: Path, **extra) -> list[str]:
+def args_for(server: FaultyS3, file_list: str, out: Path, validate=True, **extra) -> list[str]:
+    """Prepare's arguments; metadata is validated by default, so that its requests (and
+    their faults) are exercised too."""
     args = {
         "source": f"s3://{BUCKET}/data",
         "file-list": file_list,
@@ -58,12 +61,13 @@ def args_for(server: FaultyS3, file_list: str, out: Path, **extra) -> list[str]:
         "max-skip-fraction": 0.05,  # 6 of 206 are deliberately bad
     }
     args.update({k.replace("_", "-"): v for k, v in extra.items()})
-    return [part for k, v in args.items() for part in (f"--{k}", str(v))]
+    flags = ["--validate-metadata"] if validate else []
+    return [part for k, v in args.items() for part in (f"--{k}", str(v))] + flags
 
 
-def run_prepare(server, file_list, out, monkeypatch, **extra) -> dict:
+def run_prepare(server, file_list, out, monkeypatch, validate=True, **extra) -> dict:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
-    assert prepare.main(args_for(server, file_list, out, **extra)) == 0
+    assert prepare.main(args_for(server, file_list, out, validate, **extra)) == 0
     return json.loads((out / "report" / "stats-algo-1.json").read_text())
 
 
@@ -73,10 +77,8 @@ def report(out: Path, name: str) -> list[dict]:
 
 
 def shard_ids(out: Path) -> list[str]:
-    import numpy as np
-
-    shards = [p for split in SPLITS for p in sorted((out / split).glob("*.npz"))]
-    return [image_id for shard in shards for image_id in np.load(shard)["ids"].tolist()]
+    stems = [stem for split in SPLITS for stem in shard_stems(out / split)]
+    return [image_id for stem in stems for image_id in read_shard(stem)[2].tolist()]
 
 
 def assert_accounted(out: Path, selected: set[str]) -> tuple[set[str], dict[str, str]]:
@@ -127,13 +129,32 @@ def test_transient_faults_are_retried_never_skipped(dataset, host, monkeypatch, 
     assert stats["requests"] == figures["requests"]
 
 
+def test_trusted_list_labels_under_faults_one_request_an_image(dataset, host, monkeypatch):
+    """Without --validate-metadata: one GET an image, retried like any, nothing lost; the
+    images without metadata are delivered under the list's label."""
+    plan = FaultPlan(seed=8, rates=TRANSIENT_MIXES["all-kinds-60%"], max_faults_per_key=3)
+    out = host / "out"
+    with serve(dataset, plan) as server:
+        listing = str(dataset.root / "file_list.json")
+        stats = run_prepare(server, listing, out, monkeypatch, validate=False)
+        figures = server.figures()
+        gets = [t for t in server.asked if t.startswith("GET ")]
+    delivered, skipped = assert_accounted(out, set(dataset.ids) | set(dataset.bad_ids()))
+    assert delivered == set(dataset.ids) | set(dataset.missing_metadata)
+    assert skipped == {i: r for i, r in content_skips(dataset).items() if r != "missing_metadata"}
+    assert not [t for t in gets if "/metadata/" in t] and len(gets) == 206
+    assert stats["retries"] == figures["faults_total"] > 20
+    assert stats["requests"] == figures["requests"]
+
+
 def test_scan_under_throttling_and_resets_loses_no_id(dataset, host, monkeypatch):
     """Listing pages fail too (25 keys a page): every metadata file listed is accounted for."""
     plan = FaultPlan(seed=5, rates={"slowdown": 0.4, "reset": 0.1, "truncate": 0.1})
     out = host / "out"
     with serve(dataset, plan, page_size=25) as server:
         stats = run_prepare(server, "scan", out, monkeypatch)
-        listing_faults = sum(n for t, n in server.asked.items() if t.startswith("LIST")) - 10
+        lists = [n for t, n in server.asked.items() if t.startswith("LIST")]
+        listing_faults = sum(lists) - len(lists)  # a target asked again was a fault retried
     with_metadata = set(dataset.ids) | set(dataset.corrupt) | set(dataset.truncated)
     delivered, skipped = assert_accounted(out, with_metadata)
     assert delivered == set(dataset.ids)
@@ -161,7 +182,7 @@ def test_forbidden_objects_are_skipped_by_name_and_the_gate_counts_them(dataset,
     message = str(failure.value)
     assert "were skipped, more than --max-skip-fraction 0.01 allows (2)" in message
     assert "forbidden_image" in message or "corrupt_image" in message
-    assert not (host / "gated").exists() or not list((host / "gated").rglob("*.npz"))
+    assert not (host / "gated").exists() or not list((host / "gated").rglob("*.npy"))
 
 
 def test_a_source_that_keeps_failing_stops_the_job_and_keeps_the_old_output(
@@ -226,7 +247,7 @@ def test_a_full_cache_disk_fails_the_job_instead_of_dropping_images(dataset, hos
         )
     assert "cannot write the cache entry" in str(failure.value)
     assert "No space left on device" in str(failure.value)
-    assert not out.exists() or not list(out.rglob("*.npz"))
+    assert not out.exists() or not list(out.rglob("*.npy"))
 
 
 @pytest.mark.parametrize("where", ["cache", "output"])
@@ -252,7 +273,7 @@ def test_permission_denied_on_the_cache_or_the_output_fails_at_once(
         )  # fmt: skip
     assert "Permission denied" in str(failure.value)
     assert str(failure.value).startswith("prepare: ")
-    assert not list((host / "output").rglob("*.npz"))
+    assert not list((host / "output").rglob("*.npy"))
 
 
 def test_scan_refuses_keys_that_would_leave_the_cache(dataset, host, monkeypatch):
@@ -310,17 +331,17 @@ def test_a_changed_local_file_is_read_again(tmp_path, host):
 
 def test_prepare_checks_its_own_accounting(dataset, host, monkeypatch):
     """An outcome lost between fetching and writing fails the job, naming the id."""
-    real_map = prepare.ordered_map
+    real_outcomes = prepare.fetch_outcomes
     lost = []
 
     def losing_one(*args, **kwargs):
-        for n, outcome in enumerate(real_map(*args, **kwargs)):
+        for n, outcome in enumerate(real_outcomes(*args, **kwargs)):
             if n == 7:
                 lost.append(outcome.image_id)
                 continue
             yield outcome
 
-    monkeypatch.setattr(prepare, "ordered_map", losing_one)
+    monkeypatch.setattr(prepare, "fetch_outcomes", losing_one)
     with serve(dataset, FaultPlan()) as server, pytest.raises(SystemExit) as failure:
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
         prepare.main(args_for(server, str(dataset.root / "file_list.json"), host / "out"))

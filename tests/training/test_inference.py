@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFile
+from shard_factory import read_split
 from training_testing import Serving, TrainingRun
 
 # --- images ---------------------------------------------------------------------------------
@@ -91,7 +92,13 @@ def test_serving_code_comes_from_the_model_dir(serving: Serving, training_run: T
 def test_model_fn_loads_onto_the_cpu_in_eval_mode(serving: Serving, model):
     meta = json.loads((serving.model_dir / "model.json").read_text())
     assert model.device == torch.device("cpu")
-    assert not model.net.training
+    # On a CPU the network is served as a frozen TorchScript graph (serving_runtime.py).
+    assert isinstance(model.net, torch.jit.ScriptModule)
+    assert model.engine.startswith("TorchScript, frozen and optimised for inference")
+    # Eval mode: dropout off and BatchNorm on its running statistics, so answers repeat.
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(model.net(x), model.net(x))
     assert model.image_size == 32
     assert model.counts == [1, 2, 3, 4, 5]
     assert model.version == meta["version"]
@@ -148,8 +155,8 @@ def test_held_out_shards_are_counted_as_in_training(serving: Serving, model, sha
     the shard tensors directly, and clearly better than chance (0.2): 0.77 when written."""
     import image_transforms
 
-    with np.load(shard_data / "test" / "algo-1-00000.npz") as npz:
-        images, labels = npz["images"], npz["labels"]
+    images, labels, _ids = read_split(shard_data / "test")
+    images, labels = images[: serving.inference.MAX_BATCH], labels[: serving.inference.MAX_BATCH]
     body = json.dumps({"instances": [{"b64": b64(encode(img))} for img in images]})
     answer = serve(serving, model, body, "application/json")
     counts = np.array([p["count"] for p in answer["predictions"]])

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_export import SERVING_FILES, weights_digest
-from shard_factory import write_shards
+from model_export import SERVING_FILES, serving_source, weights_digest
+from shard_factory import IMAGES, shard_part, write_shard, write_shards
 from training_testing import (
     EPOCHS,
     METRICS,
@@ -79,7 +79,7 @@ def test_model_dir_holds_weights_metadata_and_serving_code(training_run: Trainin
     missing = serving_imports(TRAINING_DIR / "inference.py") - {p.stem for p in code.glob("*.py")}
     assert not missing, f"inference.py imports {missing} from training/ but code/ lacks them"
     for name in SERVING_FILES:
-        assert (code / name).read_bytes() == (TRAINING_DIR / name).read_bytes()
+        assert (code / name).read_bytes() == serving_source(name).read_bytes()
     assert (code / "requirements.txt").is_file()
 
 
@@ -210,44 +210,6 @@ def test_checkpoint_of_another_job_is_not_resumed(
     assert out.count("epoch=1 ") == 2 and out.count("epoch=2 ") == 2
 
 
-def test_pretrained_offline_says_so_and_trains_from_scratch(
-    tmp_path: Path, no_network: list, monkeypatch: pytest.MonkeyPatch, capsys
-):
-    import train
-
-    write_shards(tmp_path / "train", 24, size=32, seed=1)
-    write_shards(tmp_path / "validation", 10, size=32, seed=2)
-    torch_home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))  # no cached ImageNet weights
-    for key, value in sm_environment(tmp_path, tmp_path / "train", tmp_path / "validation").items():
-        if key.startswith("SM_"):
-            monkeypatch.setenv(key, value)
-    code = train.main(
-        [
-            "--epochs",
-            "1",
-            "--arch",
-            "resnet18",
-            "--pretrained",
-            "true",
-            "--batch_size",
-            "12",
-            "--num_threads",
-            "1",
-            "--checkpoint_dir",
-            str(tmp_path / "checkpoints"),
-            *SMALL_SPLITS,
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    assert no_network, "expected an attempt to fetch the ImageNet weights"
-    assert "pretrained: could not load ImageNet weights for resnet18" in out
-    assert "training from scratch" in out
-    assert (tmp_path / "model" / "model.pt").is_file()
-    assert not list(torch_home.rglob("*.pth"))
-
-
 def test_missing_channel_is_a_clear_error_with_exit_code_2(tmp_path: Path, shard_data: Path):
     env = sm_environment(tmp_path, shard_data / "train", tmp_path / "no-such-channel")
     proc = subprocess.run(
@@ -264,69 +226,62 @@ def test_missing_channel_is_a_clear_error_with_exit_code_2(tmp_path: Path, shard
 
 
 def _garbage(folder: Path) -> None:
-    (folder / "algo-1-00000.npz").write_bytes(b"this is not an npz file")
+    (folder / "algo-1-00000.labels.npy").write_bytes(b"this is not an npy file")
+    (folder / "algo-1-00000.images.npy").write_bytes(b"nor this")
 
 
 def _truncated(folder: Path) -> None:
     write_shards(folder, 8)
-    shard = folder / "algo-1-00000.npz"
-    shard.write_bytes(shard.read_bytes()[:3000])
+    images = shard_part(folder / "algo-1-00000", IMAGES)
+    images.write_bytes(images.read_bytes()[:3000])
 
 
 def _no_images(folder: Path) -> None:
-    np.savez(
-        folder / "algo-1-00000.npz",
-        images=np.zeros((0, 32, 32, 3), np.uint8),
-        labels=np.zeros(0, np.int64),
-        ids=np.zeros(0, "<U8"),
+    write_shard(
+        folder / "algo-1-00000",
+        np.zeros((0, 32, 32, 3), np.uint8),
+        np.zeros(0, np.int64),
+        np.zeros(0, "<U8"),
     )
 
 
 def _label_six(folder: Path) -> None:
-    np.savez(
-        folder / "algo-1-00000.npz",
-        images=np.zeros((2, 32, 32, 3), np.uint8),
-        labels=np.array([1, 6]),
-        ids=np.array(["a", "b"]),
+    write_shard(
+        folder / "algo-1-00000", np.zeros((2, 32, 32, 3), np.uint8), np.array([1, 6]), ["a", "b"]
     )
 
 
 def _float_images(folder: Path) -> None:
-    np.savez(
-        folder / "algo-1-00000.npz",
-        images=np.zeros((2, 32, 32, 3), np.float32),
-        labels=np.array([1, 2]),
-        ids=np.array(["a", "b"]),
+    write_shard(
+        folder / "algo-1-00000", np.zeros((2, 32, 32, 3), np.float32), np.array([1, 2]), ["a", "b"]
     )
 
 
-def _no_labels(folder: Path) -> None:
-    np.savez(folder / "algo-1-00000.npz", images=np.zeros((2, 32, 32, 3), np.uint8))
+def _no_pixels(folder: Path) -> None:
+    write_shards(folder, 8)
+    shard_part(folder / "algo-1-00000", IMAGES).unlink()
 
 
 def _mixed_sizes(folder: Path) -> None:
     write_shards(folder, 4, size=32)
-    np.savez(
-        folder / "algo-1-00009.npz",
-        images=np.zeros((2, 24, 24, 3), np.uint8),
-        labels=np.array([1, 2]),
-        ids=np.array(["a", "b"]),
+    write_shard(
+        folder / "algo-1-00009", np.zeros((2, 24, 24, 3), np.uint8), np.array([1, 2]), ["a", "b"]
     )
 
 
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda folder: None, "holds no *.npz shards"),
-        (_garbage, "is not a readable npz shard"),
-        (_truncated, "is not a readable npz shard"),
+        (lambda folder: None, "holds no shards (*.labels.npy and *.images.npy)"),
+        (_garbage, "is not a readable .npy file"),
+        (_truncated, "algo-1-00000.images.npy is truncated"),
         (_no_images, "holds shards but no images"),
         (_label_six, "labels outside (1, 2, 3, 4, 5): [6]"),
-        (_float_images, "images must be uint8 [N,S,S,3], got float32"),
-        (_no_labels, "lacks labels"),
+        (_float_images, "images must be uint8 [N,S,S,3] in C order, got float32"),
+        (_no_pixels, "algo-1-00000 has labels but no algo-1-00000.images.npy"),
         (_mixed_sizes, "shards have different image sizes [24, 32]"),
     ],
-    ids=["empty", "garbage", "truncated", "no-images", "label-6", "float", "no-labels", "sizes"],
+    ids=["empty", "garbage", "truncated", "no-images", "label-6", "float", "no-pixels", "sizes"],
 )
 def test_bad_training_channel_is_a_clear_error_with_exit_code_2(
     tmp_path: Path, shard_data: Path, make, message: str, capsys
@@ -372,7 +327,7 @@ def test_bad_training_channel_is_a_clear_error_with_exit_code_2(
         (["--image_size", "513"], "--image_size must be 0 (the shards' size) or 32..512"),
         (["--min_train_images", "0"], "--min_train_images must be at least 1, got 0"),
         (["--min_validation_images", "0"], "--min_validation_images must be at least 1"),
-        (["--pretrained", "maybe"], "expected true or false, got 'maybe'"),
+        (["--pretrained", "maybe"], "expected imagenet or none (or true/false), got 'maybe'"),
         (["--arch", "vgg16"], "invalid choice: 'vgg16'"),
     ],
 )
@@ -405,7 +360,7 @@ def test_hyperparameters_arrive_as_strings_in_either_spelling():
         ]
     )
     assert (args.batch_size, args.learning_rate, args.image_size) == (16, 1e-3, 64)
-    assert args.pretrained is False and args.compile is True
+    assert args.pretrained == "none" and args.compile is True
 
 
 def test_two_ranks_under_torchrun_train_one_model(tmp_path: Path, shard_data: Path):
@@ -426,6 +381,8 @@ def test_two_ranks_under_torchrun_train_one_model(tmp_path: Path, shard_data: Pa
     assert re.findall(r"^epoch=(\d+) ", done.stdout, re.MULTILINE) == ["1", "2"]
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
         "code",
+        "curves.json",
+        "curves.png",
         "model.json",
         "model.pt",
     ]

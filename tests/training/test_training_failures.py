@@ -8,7 +8,7 @@ import pytest
 import torch
 from model import build_model
 from model_export import NotExportable, export_model_dir
-from shard_factory import write_shards
+from shard_factory import IMAGES, shard_part, write_shards
 from training_testing import SMALL_SPLITS
 
 
@@ -97,8 +97,7 @@ def write_and_read(tmp_path: Path, n: int):
     import numpy as np
 
     folder = write_shards(tmp_path / "probe", n, size=32)
-    with np.load(next(folder.glob("*.npz"))) as shard:
-        return shard["images"]
+    return np.load(shard_part(folder / "algo-1-00000", IMAGES))
 
 
 @pytest.mark.parametrize(

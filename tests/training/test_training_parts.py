@@ -20,20 +20,19 @@ from train import cosine_with_warmup
 from training_testing import REPO
 
 
-def reference_augment(images: torch.Tensor, seed: int, max_shift: float) -> torch.Tensor:
-    """The same augmentation written plainly, per image, from the same random draws."""
+def reference_flip_and_jitter(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """Whole-image "crops" (scale and ratio 1), written plainly per image from the same draws:
+    the flips, then the jitter and normalisation."""
     gen = torch.Generator().manual_seed(seed)
-    n, h, w, _ = images.shape
+    n = images.shape[0]
+    # The crop's draws (area, aspect, centre), unused when the crop is the whole image.
+    torch.rand(n, generator=gen), torch.rand(n, generator=gen), torch.rand(n, 2, generator=gen)
     flips = torch.randint(0, 2, (n, 2), generator=gen).bool()
-    shifts = (torch.rand(n, 2, generator=gen) * 2 - 1) * max_shift
     gains = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.2
     offsets = (torch.rand(n, generator=gen) * 2 - 1) * 0.2
     out = []
     for i in range(n):
         img = images[i].numpy().astype(np.float64) / 255
-        dy, dx = (int(torch.round(shifts[i, k] * size)) for k, size in ((1, h), (0, w)))
-        padded = np.pad(img, ((h, h), (w, w), (0, 0)), mode="reflect")
-        img = padded[h + dy : 2 * h + dy, w + dx : 2 * w + dx]
         if flips[i, 1]:
             img = img[::-1]
         if flips[i, 0]:
@@ -47,13 +46,43 @@ def reference_augment(images: torch.Tensor, seed: int, max_shift: float) -> torc
     return (x - mean) / std
 
 
-@pytest.mark.parametrize("max_shift", [0.08, 0.6])
-def test_augmentation_flips_shifts_and_jitters_as_written_plainly(max_shift: float):
+def test_whole_image_crops_flip_and_jitter_as_written_plainly():
     images = torch.randint(0, 256, (16, 20, 24, 3), dtype=torch.uint8)
-    got = augment_batch(images, torch.Generator().manual_seed(3), max_shift=max_shift)
+    got = augment_batch(images, torch.Generator().manual_seed(3), scale=(1, 1), ratio=(1, 1))
     assert got.shape == (16, 3, 20, 24) and got.is_contiguous(memory_format=torch.channels_last)
-    expected = reference_augment(images, 3, max_shift)
-    torch.testing.assert_close(got, expected, atol=2e-5, rtol=0)
+    torch.testing.assert_close(got, reference_flip_and_jitter(images, 3), atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [(0.6, 1.0), (0.2, 0.3)])
+def test_crops_take_the_asked_share_of_the_image_inside_it_flipped_either_way(scale):
+    """Pixels that hold their own coordinates (R = column, G = row) show where each output
+    pixel was sampled: the crop's sides, area, aspect and direction can be read back."""
+    side, n = 101, 64
+    coords = torch.arange(side, dtype=torch.uint8)
+    images = torch.stack(
+        [
+            coords.view(1, side).expand(side, side),
+            coords.view(side, 1).expand(side, side),
+            torch.zeros(side, side, dtype=torch.uint8),
+        ],
+        dim=-1,
+    ).expand(n, side, side, 3)
+    x = augment_batch(
+        images, torch.Generator().manual_seed(0), scale=scale, brightness=0.0, contrast=0.0
+    )
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    source = (x * std + mean) * 255  # back to the coordinates sampled
+    cols, rows = source[:, 0, side // 2, :], source[:, 1, :, side // 2]
+    width = (cols[:, -1] - cols[:, 0]).abs() / (side - 1)
+    height = (rows[:, -1] - rows[:, 0]).abs() / (side - 1)
+    assert bool((cols.min(1).values >= -0.01).all() and (cols.max(1).values <= side - 0.99).all())
+    area = width * height
+    assert bool((area > scale[0] * 0.9).all() and (area < scale[1] * 1.02).all()), area
+    aspect = width / height
+    assert bool((aspect > 0.7).all() and (aspect < 1.45).all()), aspect
+    mirrored = cols[:, -1] < cols[:, 0]
+    assert 0 < int(mirrored.sum()) < n  # both directions occur
 
 
 def test_augmentation_is_reproducible_and_varies_with_the_generator():

@@ -16,7 +16,16 @@ from model_export import SERVING_FILES
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_PY = REPO / "training" / "train.py"
-METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_mae", "lr", "images_per_s")
+METRICS = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_mae",
+    "lr",
+    "images_per_s",
+    "data_wait_s",
+)
 # Exactly the pattern the pipeline's metric definitions give SageMaker, one per metric.
 METRIC_REGEX = r"\b{name}=([-+0-9.eE]+|nan|inf)"
 # A small run: 6 epochs of 320 images at 32 px take a few CPU seconds and learn to count.
@@ -130,7 +139,7 @@ def import_serving_code(code_dir: Path) -> Serving:
     try:
         inference = importlib.import_module("inference")
         errors = sys.modules["serving_errors"]
-        for name in names:
+        for name in (n for n in names if n in sys.modules):  # weights.py: training only
             module_file = Path(sys.modules[name].__file__ or "").resolve()
             assert module_file.parent == code_dir.resolve(), f"{name} came from {module_file}"
         return Serving(inference, errors.ServingError, code_dir.parent)

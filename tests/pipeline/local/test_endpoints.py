@@ -9,6 +9,7 @@ import os
 import tarfile
 
 import pytest
+from local_models import deployable_archive
 
 from pipeline.local.endpoints import http_request
 from pipeline.local.sagemaker_client import LocalSageMakerClient
@@ -73,21 +74,7 @@ def sm(tmp_path):
 
 
 def deployable(sm, name: str, scale: int, with_code: bool = True) -> str:
-    uri = f"s3://bincount-local/models/{name}/model.tar.gz"
-    sm.store.put_bytes(model_archive(scale, with_code), uri)
-    sm.create_model(
-        ModelName=name,
-        PrimaryContainer={
-            "Image": "img",
-            "ModelDataUrl": uri,
-            "Environment": {"BINCOUNT_MODEL_VERSION": name},
-        },
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name}],
-    )
-    return name
+    return deployable_archive(sm, name, model_archive(scale, with_code))
 
 
 def invoke(sm, body: bytes, content_type="application/json"):

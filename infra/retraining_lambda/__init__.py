@@ -1,0 +1,1 @@
+"""The retraining guard Lambda's asset (retrain.py, its handler)."""
