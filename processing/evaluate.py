@@ -36,7 +36,14 @@ import numpy as np
 from atomic_io import write_atomic
 from baseline import build_baseline, write_baseline
 from prepare_stats import StatsError, merge_host_stats
-from report_page import Predictions, ReportError, publish_report, read_curves
+from report_page import (
+    Predictions,
+    ReportError,
+    plot_title,
+    publish_report,
+    read_curves,
+    resolve_execution,
+)
 from shards import ShardError, read_shard, shard_stems
 
 # Smallest test split the gate may judge on (pipeline MinTestImages): at 200 images the
@@ -282,7 +289,7 @@ def build_report(truth: np.ndarray, pred: np.ndarray, classes: list[int], meta: 
 # --- outputs -------------------------------------------------------------------------------
 
 
-def confusion_png(confusion: dict, accuracy: float) -> bytes | None:
+def confusion_png(confusion: dict, accuracy: float, title: str = "") -> bytes | None:
     """The matrix as a picture; None where the image lacks matplotlib (the report still stands)."""
     try:
         import matplotlib
@@ -295,16 +302,18 @@ def confusion_png(confusion: dict, accuracy: float) -> bytes | None:
 
     labels = list(confusion)
     grid = np.array([[confusion[t][q] for q in labels] for t in labels])
-    fig, ax = plt.subplots(figsize=(5, 4.4))
-    ax.imshow(grid, cmap="Blues")
+    # Coloured by share of each true count's row: a weak class shows even when it is rare.
+    share = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5, 4.6))
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), value in np.ndenumerate(grid):
-        colour = "white" if value > grid.max() / 2 else "black"
-        ax.text(j, i, str(value), ha="center", va="center", color=colour)
+        colour = "white" if share[i, j] > 0.5 else "black"
+        ax.text(j, i, f"{share[i, j]:.0%}\n{value}", ha="center", va="center", color=colour)
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted count")
     ax.set_ylabel("true count")
-    ax.set_title(f"Test confusion matrix (accuracy {accuracy:.3f})")
+    ax.set_title(title or f"Test confusion matrix (accuracy {accuracy:.3f})", fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -356,7 +365,17 @@ def evaluate(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     metrics = report["multiclass_classification_metrics"]
-    png = confusion_png(metrics["confusion_matrix"], metrics["accuracy"]["value"])
+    accuracy = metrics["accuracy"]["value"]
+    version = meta.get("version")
+    png = confusion_png(
+        metrics["confusion_matrix"],
+        accuracy,
+        plot_title(
+            f"Test confusion matrix (accuracy {accuracy:.3f})",
+            resolve_execution(execution_id, version),
+            version,
+        ),
+    )
     if png is not None:
         write_atomic(output_dir / "confusion_matrix.png", png)
     write_atomic(
