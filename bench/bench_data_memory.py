@@ -25,7 +25,7 @@ import numpy as np
 from bench.report import write_section
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "processing")]
 
 from shard_factory import draw_bins, write_shard  # noqa: E402
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from shards import IDS, IMAGES, LABELS, shard_stems
+from shards import part as shard_part
 
-# The format, as processing/shards.py writes it: <stem>.images.npy, .ids.npy, .labels.npy.
-IMAGES, IDS, LABELS = ".images.npy", ".ids.npy", ".labels.npy"
+__all__ = ["IDS", "IMAGES", "LABELS", "shard_part", "shard_stems"]
 
 
 def draw_bins(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,20 +32,14 @@ def draw_bins(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_shard(stem: Path, images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> Path:
-    """One shard at `stem` (labels last, as Prepare writes it); returns `stem`."""
+    """One shard at `stem` (labels last, as Prepare writes it), its arrays as given: unlike
+    shards.write_shard, nothing is converted, so tests can write the malformed shards that
+    readers must refuse; returns `stem`."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     np.save(shard_part(stem, IMAGES), np.ascontiguousarray(images))
     np.save(shard_part(stem, IDS), np.asarray(ids, dtype=str))
     np.save(shard_part(stem, LABELS), np.asarray(labels))
     return stem
-
-
-def shard_part(stem: Path, suffix: str) -> Path:
-    return stem.with_name(stem.name + suffix)
-
-
-def shard_stems(folder: Path) -> list[Path]:
-    return sorted(folder / p.name[: -len(LABELS)] for p in folder.glob(f"*{LABELS}"))
 
 
 def read_split(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
