@@ -201,3 +201,19 @@ def test_cpu_allocator_serves_batches_from_the_heap(mode: str, mmapped: bool):
         check=True,
     )
     assert (int(proc.stdout.split()[-1]) > 0) is mmapped
+
+
+def test_a_shard_cut_short_after_training_began_stops_the_epoch_not_skips_images(tmp_path):
+    """The data path read in place: a shard that loses its tail mid-job is an error naming
+    the file, from the reader threads through the batches, never a short batch."""
+    from data import Batches, DataError, ShardedImages
+    from shard_factory import IMAGES, shard_part, write_shards
+
+    folder = write_shards(tmp_path / "train", 40, size=16, shard_size=20)
+    data = ShardedImages(folder)
+    images = shard_part(folder / "algo-1-00001", IMAGES)
+    images.write_bytes(images.read_bytes()[:-100])
+    batches = Batches(data, torch.arange(40), 8, torch.device("cpu"), workers=2)
+    with pytest.raises(DataError, match=r"algo-1-00001\.images\.npy: short read at byte"):
+        for _ in batches:
+            pass
