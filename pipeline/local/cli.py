@@ -276,15 +276,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# The generated dataset a local run reads unless SourceUri says otherwise: the quickstart's
-# (same folder, so it is generated once for both).
-GENERATED_PER_CLASS = 500
-GENERATED_SEED = 0
-# With it, the quickstart's CPU-sized values (its defaults): the definition's 224 px and
-# learning rate are sized for ResNet-34 on the real photos on a GPU.
-GENERATED_DEFAULTS = {"ImageSize": "64", "LearningRate": "0.003"}
-
-
 def declared_names(definition: str) -> set[str]:
     """The parameter names a definition JSON declares (none when it is not one: the runner
     says what is wrong with it)."""
@@ -300,12 +291,18 @@ def with_local_source(ws: Any, params: dict[str, str], declared: set[str]) -> di
     definition without SourceUri (another pipeline's) runs with exactly the parameters given."""
     if "SourceUri" in params or "SourceUri" not in declared:
         return params
-    from pipeline.local.quickstart import ensure_dataset
+    # The quickstart's dataset (the same folder, so it is generated once for both), with its
+    # CPU-sized values for what is not given.
+    from pipeline.local import quickstart as q
 
-    dataset = ensure_dataset(ws.home, GENERATED_PER_CLASS, GENERATED_SEED)
+    dataset = q.ensure_dataset(ws.home, q.GENERATED_PER_CLASS, q.GENERATED_SEED)
+    recipe = {
+        "ImageSize": str(q.GENERATED_IMAGE_SIZE),
+        "LearningRate": str(q.GENERATED_LEARNING_RATE),
+    }
     print(
         f"source: the generated dataset {dataset}, at the quickstart's CPU-sized "
-        f"{', '.join(f'{k}={v}' for k, v in GENERATED_DEFAULTS.items() if k not in params)} "
+        f"{', '.join(f'{k}={v}' for k, v in recipe.items() if k not in params)} "
         "(--param SourceUri=DIR|s3://... for another)",
         flush=True,
     )
@@ -313,7 +310,7 @@ def with_local_source(ws: Any, params: dict[str, str], declared: set[str]) -> di
         "SourceUri": str(dataset),
         "FileListUri": str(dataset / "file_list.json"),
         "PerClassCap": "0",
-        **GENERATED_DEFAULTS,
+        **recipe,
     }
     return {**{k: v for k, v in generated.items() if k in declared}, **params}
 

@@ -92,13 +92,15 @@ def test_serving_code_comes_from_the_model_dir(serving: Serving, training_run: T
 def test_model_fn_loads_onto_the_cpu_in_eval_mode(serving: Serving, model):
     meta = json.loads((serving.model_dir / "model.json").read_text())
     assert model.device == torch.device("cpu")
-    # On a CPU the network is served as a frozen TorchScript graph (serving_runtime.py).
-    assert isinstance(model.net, torch.jit.ScriptModule)
+    # On a CPU the network is served as frozen TorchScript graphs (serving_runtime.py): one,
+    # or a fused one-image graph beside it.
+    assert type(model.net).__name__ in {"RecursiveScriptModule", "SplitByBatchSize"}
     assert model.engine.startswith("TorchScript, frozen and optimised for inference")
     # Eval mode: dropout off and BatchNorm on its running statistics, so answers repeat.
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        assert torch.equal(model.net(x), model.net(x))
+    for batch in (1, 4):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            assert torch.equal(model.net(x), model.net(x))
     assert model.image_size == 32
     assert model.counts == [1, 2, 3, 4, 5]
     assert model.version == meta["version"]

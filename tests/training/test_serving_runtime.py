@@ -69,7 +69,7 @@ def served(exported):
 def test_served_probabilities_match_the_eager_network(exported, served, real_bins, batch: int):
     _arch, _model_dir, eager = exported
     inf, model = served
-    assert isinstance(model.net, torch.jit.ScriptModule), model.engine
+    assert not isinstance(model.net, type(eager)), model.engine  # a graph, not eager
     assert model.engine.startswith("TorchScript")
     photos = [p.read_bytes() for p, _ in real_bins] + [jpeg(s) for s in range(batch)]
     images = torch.from_numpy(np.stack([inf.decode_image(d, 224) for d in photos[:batch]]))
@@ -94,6 +94,64 @@ def test_graph_that_differs_from_eager_is_not_served(monkeypatch):
     served, engine = serving_runtime.optimize_for_cpu(net, 32)
     assert served is net
     assert engine.startswith("eager (the optimised graph differs by")
+
+
+class Recorded(nn.Module):
+    """`inner`, noting its name in `calls` each time it runs."""
+
+    def __init__(self, inner: nn.Module, name: str, calls: list[str]) -> None:
+        super().__init__()
+        self.inner, self.name, self.calls = inner, name, calls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(self.name)
+        return self.inner(x)
+
+
+def test_fused_graph_serves_single_images_and_the_batch_graph_the_rest(monkeypatch):
+    net = randomise_batchnorm(build_model("smallcnn"), seed=2).eval()
+    monkeypatch.setattr(serving_runtime, "FUSION_GAIN", 1e9)  # fused counts as faster
+    served, engine = serving_runtime.optimize_for_cpu(net, 32)
+    assert isinstance(served, serving_runtime.SplitByBatchSize), engine
+    assert "one image: oneDNN Graph fusion (" in engine
+    assert isinstance(served.single, torch.jit.ScriptModule)
+    assert isinstance(served.batched, torch.jit.ScriptModule)
+    calls: list[str] = []
+    served.single = Recorded(served.single, "single", calls)
+    served.batched = Recorded(served.batched, "batched", calls)
+    for batch in (1, 3, 1, 16):
+        x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.inference_mode():
+            got, expected = served(x).softmax(dim=1), net(x).softmax(dim=1)
+        assert float((got - expected).abs().max()) <= TOLERANCE
+    assert calls == ["single", "batched", "single", "batched"]
+
+
+def test_fused_graph_that_is_not_faster_is_not_served(monkeypatch):
+    net = build_model("smallcnn").eval()
+    monkeypatch.setattr(serving_runtime, "FUSION_GAIN", 0.0)  # nothing is that much faster
+    served, engine = serving_runtime.optimize_for_cpu(net, 32)
+    assert isinstance(served, torch.jit.ScriptModule)
+    assert "one image: the same graph (oneDNN Graph fusion is not faster here: " in engine
+
+
+def test_fused_graph_is_never_left_switched_on(monkeypatch):
+    """Fusion is process-wide: after loading, graphs traced later are planned without it."""
+    switched = []
+    real = torch.jit.enable_onednn_fusion
+    monkeypatch.setattr(
+        torch.jit, "enable_onednn_fusion", lambda on: (switched.append(on), real(on))
+    )
+    serving_runtime.optimize_for_cpu(build_model("smallcnn").eval(), 32)
+    assert switched == [True, False]
+    assert not torch.jit.onednn_fusion_enabled()
+
+
+def test_torch_without_fusion_serves_the_batch_graph_for_everything(monkeypatch):
+    monkeypatch.delattr(torch.jit, "enable_onednn_fusion")
+    served, engine = serving_runtime.optimize_for_cpu(build_model("smallcnn").eval(), 32)
+    assert isinstance(served, torch.jit.ScriptModule)
+    assert engine.endswith("one image: the same graph (this torch has no oneDNN Graph fusion)")
 
 
 class NotTraceable(nn.Module):

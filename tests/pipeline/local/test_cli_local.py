@@ -87,7 +87,8 @@ def test_a_missing_source_folder_is_a_usage_error(home, tmp_path, capsys):
 
 
 def test_run_defaults_to_the_generated_dataset(home, capsys):
-    from pipeline.local.cli import GENERATED_PER_CLASS, GENERATED_SEED, with_local_source
+    from pipeline.local.cli import with_local_source
+    from pipeline.local.quickstart import GENERATED_PER_CLASS, GENERATED_SEED
     from pipeline.local.workspace import Workspace
 
     # The quickstart's dataset folder, already there: reused, not generated again.
@@ -100,13 +101,13 @@ def test_run_defaults_to_the_generated_dataset(home, capsys):
         "SourceUri": str(dataset),
         "FileListUri": str(dataset / "file_list.json"),
         "PerClassCap": "0",
-        "ImageSize": "64",
-        "LearningRate": "0.003",
+        "ImageSize": "48",
+        "LearningRate": "0.005",
         "Epochs": "3",
     }
     out = capsys.readouterr().out
     assert f"source: the generated dataset {dataset}, at the quickstart's CPU-sized " in out
-    assert "ImageSize=64, LearningRate=0.003 " in out
+    assert "ImageSize=48, LearningRate=0.005 " in out
     # What the user gives wins.
     given = with_local_source(ws, {"FileListUri": "bundled", "ImageSize": "96"}, declared)
     assert (given["FileListUri"], given["ImageSize"]) == ("bundled", "96")
