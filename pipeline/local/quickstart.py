@@ -98,7 +98,11 @@ class DatasetJob:
         """The dataset's folder, once made; CalledProcessError when the generator failed."""
         if self.proc is None:
             return self.root
-        code = self.proc.wait()
+        try:
+            code = self.proc.wait()
+        except BaseException:  # interrupted (Ctrl-C): no half-made dataset left behind
+            self.cancel()
+            raise
         if code != 0:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise subprocess.CalledProcessError(code, self.proc.args)

@@ -39,6 +39,13 @@ def test_dataset_is_generated_once_then_reused(tmp_path: Path, capsys):
     assert capsys.readouterr().out == f"dataset: reusing {root}\n"
 
 
+def began_writing(home: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not leftovers(home) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert leftovers(home), "the generator never began writing"
+
+
 def failing_generator(tmp_path: Path, monkeypatch, code: str) -> None:
     script = tmp_path / "generator.py"
     script.write_text(code)
@@ -75,9 +82,7 @@ def test_cancel_stops_the_generator_and_removes_its_work(tmp_path: Path, monkeyp
     home = tmp_path / "home"
     job = DatasetJob(home, per_class=2, seed=0)
     proc = job.proc
-    deadline = time.monotonic() + 30
-    while not leftovers(home) and time.monotonic() < deadline:  # it has begun writing
-        time.sleep(0.05)
+    began_writing(home)
     assert leftovers(home) == [job.tmp.name]
     job.cancel()
     assert proc.poll() is not None  # stopped, not left running
@@ -112,3 +117,33 @@ def test_quickstart_cancels_the_generator_when_the_definition_fails(tmp_path, mo
         quickstart.quickstart(parser.parse_args(["--per-class", "2"]))
     assert len(jobs) == 1 and jobs[0].proc is None  # cancelled
     assert leftovers(tmp_path / "home") == []
+
+
+def test_an_interrupted_wait_stops_the_generator_and_leaves_nothing(tmp_path: Path, monkeypatch):
+    failing_generator(
+        tmp_path,
+        monkeypatch,
+        "import sys, time, pathlib\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1])\n"
+        "out.mkdir(parents=True)\n"
+        "time.sleep(60)\n",
+    )
+    home = tmp_path / "home"
+    job = DatasetJob(home, per_class=2, seed=0)
+    proc = job.proc
+    began_writing(home)
+    real_wait = proc.wait
+    calls = []
+
+    def interrupted(timeout=None):
+        calls.append(timeout)
+        if len(calls) == 1:  # the job's own wait: Ctrl-C arrives
+            raise KeyboardInterrupt
+        return real_wait(timeout)
+
+    monkeypatch.setattr(proc, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        job.wait()
+    assert len(calls) == 2  # cancel() waited for the killed generator
+    assert proc.returncode is not None  # killed, not left running
+    assert leftovers(home) == []
