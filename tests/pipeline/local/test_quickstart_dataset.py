@@ -70,7 +70,8 @@ def test_a_failed_generator_raises_and_leaves_nothing(tmp_path: Path, monkeypatc
     assert leftovers(home) == []
 
 
-def test_cancel_stops_the_generator_and_removes_its_work(tmp_path: Path, monkeypatch):
+def hanging_job(tmp_path: Path, home: Path, monkeypatch) -> DatasetJob:
+    """A DatasetJob whose generator has begun writing its temp folder, then hangs."""
     failing_generator(
         tmp_path,
         monkeypatch,
@@ -79,10 +80,15 @@ def test_cancel_stops_the_generator_and_removes_its_work(tmp_path: Path, monkeyp
         "out.mkdir(parents=True)\n"
         "time.sleep(60)\n",
     )
-    home = tmp_path / "home"
     job = DatasetJob(home, per_class=2, seed=0)
-    proc = job.proc
     began_writing(home)
+    return job
+
+
+def test_cancel_stops_the_generator_and_removes_its_work(tmp_path: Path, monkeypatch):
+    home = tmp_path / "home"
+    job = hanging_job(tmp_path, home, monkeypatch)
+    proc = job.proc
     assert leftovers(home) == [job.tmp.name]
     job.cancel()
     assert proc.poll() is not None  # stopped, not left running
@@ -120,18 +126,9 @@ def test_quickstart_cancels_the_generator_when_the_definition_fails(tmp_path, mo
 
 
 def test_an_interrupted_wait_stops_the_generator_and_leaves_nothing(tmp_path: Path, monkeypatch):
-    failing_generator(
-        tmp_path,
-        monkeypatch,
-        "import sys, time, pathlib\n"
-        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1])\n"
-        "out.mkdir(parents=True)\n"
-        "time.sleep(60)\n",
-    )
     home = tmp_path / "home"
-    job = DatasetJob(home, per_class=2, seed=0)
+    job = hanging_job(tmp_path, home, monkeypatch)
     proc = job.proc
-    began_writing(home)
     real_wait = proc.wait
     calls = []
 
